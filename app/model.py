@@ -1,0 +1,288 @@
+"""Plain data shared by every layer: representations, files, site states, work items.
+
+No I/O here. The store back-ends translate their rows or OpenPype documents into these
+frozen objects, so the engine, CLI and UI never see a storage format. Ids are strings
+(an ObjectId's 24-hex text for OpenPype documents) so the model has no pymongo
+dependency; the Mongo store converts at its boundary.
+
+Datetimes in the model are timezone-aware UTC. OpenPype writes naive local time; the
+codec reads naive values as UTC, which is what pymongo does with BSON dates anyway.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+__all__ = [
+    "DEFAULT_PRIORITY",
+    "Claim",
+    "Direction",
+    "FileDetail",
+    "FileRecord",
+    "ProjectInfo",
+    "Representation",
+    "SideSummary",
+    "SiteState",
+    "Status",
+    "SummaryPage",
+    "SummaryQuery",
+    "SummaryRow",
+    "WorkItem",
+]
+
+#: OpenPype's implicit priority when no site entry carries one.
+DEFAULT_PRIORITY = 50
+
+
+class Status(enum.Enum):
+    """What a user is told about a file (or a representation) on a site.
+
+    The values are OpenPype's `lib.STATUS` codes, so numbers seen in old tools still mean
+    the same thing. ``rank`` orders them by urgency: when several files are summed up
+    into one representation, the most urgent status wins (see ``status.combine``).
+    """
+
+    IN_PROGRESS = 0
+    QUEUED = 1
+    FAILED = 2
+    PAUSED = 3
+    SYNCED = 4
+    NOT_AVAILABLE = -1
+
+    @property
+    def label(self) -> str:
+        return _LABELS[self]
+
+    @property
+    def rank(self) -> int:
+        return _RANKS[self]
+
+    @classmethod
+    def from_label(cls, text: str) -> Status:
+        """Parse a user-typed status name (`failed`, `in-progress`, `Synced`)."""
+        key = text.strip().lower().replace("-", " ").replace("_", " ")
+        for status, label in _LABELS.items():
+            if label.lower() == key or status.name.lower().replace("_", " ") == key:
+                return status
+        names = ", ".join(s.label for s in cls)
+        raise ValueError(f"unknown status {text!r}; use one of: {names}")
+
+
+_LABELS = {
+    Status.IN_PROGRESS: "In progress",
+    Status.QUEUED: "Queued",
+    Status.FAILED: "Failed",
+    Status.PAUSED: "Paused",
+    Status.SYNCED: "Synced",
+    Status.NOT_AVAILABLE: "Not available",
+}
+# Lower rank = more urgent; combining takes the minimum.
+_RANKS = {
+    Status.PAUSED: 0,
+    Status.FAILED: 1,
+    Status.IN_PROGRESS: 2,
+    Status.QUEUED: 3,
+    Status.NOT_AVAILABLE: 4,
+    Status.SYNCED: 5,
+}
+
+
+class Direction(enum.Enum):
+    """Seen from the active site: upload = active -> remote, download = remote -> active."""
+
+    UPLOAD = "upload"
+    DOWNLOAD = "download"
+
+
+@dataclass(frozen=True)
+class SiteState:
+    """One `files[].sites[]` entry: OpenPype's fields, then SiteSync's own.
+
+    OpenPype fields keep OpenPype's meaning (`created_dt` present = available there).
+    SiteSync's additions are stored beside them under `sitesync_*` keys and never
+    replace an OpenPype field, so OpenPype still reads the document.
+    """
+
+    name: str
+    created_dt: datetime | None = None
+    id: str | None = None
+    tries: int = 0
+    error: str | None = None
+    last_failed_dt: datetime | None = None
+    progress: float | None = None
+    paused: bool = False
+    priority: int | None = None
+    # SiteSync additions
+    lease_owner: str | None = None
+    lease_until: datetime | None = None
+    checksum: str | None = None
+    next_attempt_dt: datetime | None = None
+    permanent: bool = False
+
+    @property
+    def available(self) -> bool:
+        return self.created_dt is not None
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """One `files[]` element: a rootless path such as `{root[work]}/proj/x.ma`."""
+
+    id: str
+    path: str
+    size: int
+    hash: str = ""
+    sites: tuple[SiteState, ...] = ()
+
+    def site(self, name: str) -> SiteState | None:
+        for state in self.sites:
+            if state.name == name:
+                return state
+        return None
+
+
+@dataclass(frozen=True)
+class Representation:
+    """A published representation and its files, as OpenPype's document describes it.
+
+    ``context`` is kept whole (OpenPype's `context` dict) so nothing a pipeline put
+    there is lost; the properties read the keys the UI shows.
+    """
+
+    id: str
+    project: str
+    context: dict = field(default_factory=dict)
+    files: tuple[FileRecord, ...] = ()
+    parent: str | None = None
+    name: str = ""
+    created_dt: datetime | None = None
+
+    @property
+    def asset(self) -> str:
+        return str(self.context.get("asset", ""))
+
+    @property
+    def subset(self) -> str:
+        return str(self.context.get("subset", ""))
+
+    @property
+    def version(self) -> int | None:
+        value = self.context.get("version")
+        return value if isinstance(value, int) else None
+
+    @property
+    def representation(self) -> str:
+        return str(self.context.get("representation", self.name))
+
+    def file(self, file_id: str) -> FileRecord | None:
+        for f in self.files:
+            if f.id == file_id:
+                return f
+        return None
+
+
+@dataclass(frozen=True)
+class ProjectInfo:
+    name: str
+    code: str = ""
+    paused: bool = False
+    representations: int = 0
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One file that needs moving from ``source_site`` to ``target_site``."""
+
+    project: str
+    repre_id: str
+    file_id: str
+    path: str
+    size: int
+    hash: str
+    source_site: str
+    target_site: str
+    direction: Direction
+    priority: int = DEFAULT_PRIORITY
+    tries: int = 0
+    source_checksum: str | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A leased right to move ``item``; valid until ``lease_until`` unless extended."""
+
+    item: WorkItem
+    owner: str
+    lease_until: datetime
+
+    def renewed(self, lease_until: datetime) -> Claim:
+        return replace(self, lease_until=lease_until)
+
+
+@dataclass(frozen=True)
+class SummaryQuery:
+    """What the Sync Queue table asks for: one page of one project for one site pair."""
+
+    active_site: str
+    remote_site: str
+    text: str = ""
+    statuses: frozenset[Status] = frozenset()
+    sort_key: str = "asset"
+    descending: bool = False
+    offset: int = 0
+    limit: int = 50
+
+    SORT_KEYS = (
+        "asset", "subset", "version", "representation", "files_count", "size",
+        "priority", "status", "active_dt", "remote_dt", "created",
+    )
+
+
+@dataclass(frozen=True)
+class SideSummary:
+    """A representation seen from one site: combined status, mean progress, latest date."""
+
+    status: Status
+    progress: float
+    updated_dt: datetime | None = None
+    tries: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    repre_id: str
+    asset: str
+    subset: str
+    version: int | None
+    representation: str
+    active: SideSummary
+    remote: SideSummary
+    files_count: int
+    size: int
+    priority: int
+    status: Status
+    first_path: str = ""
+
+
+@dataclass(frozen=True)
+class SummaryPage:
+    rows: tuple[SummaryRow, ...]
+    total: int
+    status_counts: dict[Status, int]
+
+
+@dataclass(frozen=True)
+class FileDetail:
+    """One file of a representation for the detail view, both sides of the pair."""
+
+    file_id: str
+    path: str
+    size: int
+    active: SiteState | None
+    remote: SiteState | None
+    active_status: Status
+    remote_status: Status
+    status: Status

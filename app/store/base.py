@@ -1,0 +1,241 @@
+"""The store contract: every operation the engine, CLI and UI need from a database.
+
+Two back-ends implement it (``SqliteStore``, the embedded default, and ``MongoStore`` for
+studio OpenPype/Avalon databases) and one contract suite (``tests/contract``) runs against
+both. Everything is expressed in :mod:`app.model` objects; no back-end type leaks out.
+
+Rules every back-end follows:
+
+* A site entry is the OpenPype `files[].sites[]` entry. "Available" means `created_dt` is
+  set; an entry without it is queued. No entry means the site does not track the file.
+* Claims are leases written in the database: :meth:`Store.claim` succeeds for exactly one
+  caller until the lease expires or is released, across threads and processes.
+* Times come from the caller (``now``) so tests and engines share one injectable clock.
+* Methods raise :class:`app.errors.StoreUnavailableError` when the database cannot be
+  reached, :class:`KeyError` for an unknown project/representation, and
+  :class:`app.errors.DocumentError` for documents they cannot interpret. They never
+  raise a driver exception.
+"""
+
+from __future__ import annotations
+
+import abc
+from datetime import datetime
+
+from app.model import (
+    Claim,
+    FileDetail,
+    ProjectInfo,
+    Representation,
+    SummaryPage,
+    SummaryQuery,
+    WorkItem,
+)
+
+__all__ = ["Store"]
+
+
+class Store(abc.ABC):
+    """Abstract store; see the module docstring for the rules."""
+
+    #: Short name for messages and `doctor` ("sqlite", "mongo").
+    kind: str = ""
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections. Safe to call twice."""
+
+    @abc.abstractmethod
+    def ping(self) -> None:
+        """Raise StoreUnavailableError unless the database answers now."""
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- projects --------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def ensure_project(self, name: str, code: str = "") -> None:
+        """Create the project (OpenPype: a `{type: "project"}` document) if missing."""
+
+    @abc.abstractmethod
+    def list_projects(self) -> list[ProjectInfo]:
+        """All projects, by name, with their persisted pause flag."""
+
+    @abc.abstractmethod
+    def set_project_paused(self, project: str, paused: bool) -> None:
+        """Persist a project-level pause (OpenPype kept it in memory and lost it)."""
+
+    # -- representations -------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def insert_representation(self, repre: Representation) -> str:
+        """Store a new representation (as OpenPype's integrator would) and return its id.
+
+        An empty ``repre.id`` gets a new id. Site entries are written as given.
+        """
+
+    @abc.abstractmethod
+    def insert_document(self, project: str, doc: dict) -> str:
+        """Store an OpenPype representation document as it is (list or legacy dict
+        `sites`), the way OpenPype or a HOWTO command would have written it.
+
+        The Mongo store inserts it verbatim; the SQLite store imports it through
+        :mod:`app.store.docs`. Raises DocumentError if it cannot be read.
+        """
+
+    @abc.abstractmethod
+    def get_representation(self, project: str, repre_id: str) -> Representation:
+        """The whole representation, sites normalised to the list form."""
+
+    @abc.abstractmethod
+    def count_representations(self, project: str) -> int:
+        """Number of representations in the project."""
+
+    # -- work and claims ---------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def find_work(
+        self,
+        project: str,
+        active_site: str,
+        remote_site: str,
+        retry_cnt: int,
+        now: datetime,
+        limit: int = 100,
+        exclude: frozenset[tuple[str, str]] = frozenset(),
+    ) -> list[WorkItem]:
+        """Files to move between the two sites, most urgent first.
+
+        Upload: available on ``active_site`` and queued (entry without `created_dt`) on
+        ``remote_site``. Download: the mirror. Skipped: paused entries (either side),
+        paused projects, entries with ``tries >= retry_cnt`` or a permanent error,
+        entries whose ``next_attempt_dt`` is after ``now``, and live leases. Order:
+        priority descending (active site's entry, else remote's, else 50), then
+        representation age, then file order. ``exclude`` holds ``(repre_id, file_id)``
+        pairs the caller already has in hand.
+        """
+
+    @abc.abstractmethod
+    def claim(self, item: WorkItem, owner: str, lease_until: datetime, now: datetime) -> Claim | None:
+        """Atomically take ``item`` for ``owner``; None if someone else holds a live lease,
+        the target became available, was paused or removed meanwhile."""
+
+    @abc.abstractmethod
+    def extend_lease(self, claim: Claim, lease_until: datetime) -> Claim | None:
+        """Push the lease out; None if the claim was lost (expired and taken, reset, removed)."""
+
+    @abc.abstractmethod
+    def release(self, claim: Claim) -> None:
+        """Give the claim back without counting a try (pause, shutdown, cancel)."""
+
+    @abc.abstractmethod
+    def record_progress(self, claim: Claim, progress: float) -> None:
+        """Store progress 0..1 on the target entry (OpenPype's `progress`)."""
+
+    @abc.abstractmethod
+    def record_success(
+        self, claim: Claim, provider_id: str, checksum: str | None, now: datetime
+    ) -> bool:
+        """Mark the target available: `created_dt`, `id`, checksum; clears tries, error,
+        last_failed_dt, progress, next attempt and the lease. Returns False (and writes
+        nothing) if the claim is no longer held by its owner."""
+
+    @abc.abstractmethod
+    def record_failure(
+        self,
+        claim: Claim,
+        error: str,
+        now: datetime,
+        next_attempt_dt: datetime | None,
+        permanent: bool = False,
+    ) -> bool:
+        """Count a failed try on the target OpenPype-style (`tries+1`, `error`,
+        `last_failed_dt`, `progress: ""`), set the next attempt time and release the lease.
+        Returns False if the claim is no longer held."""
+
+    # -- user actions ------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def set_paused(self, project: str, repre_id: str, site: str, paused: bool) -> None:
+        """Pause/resume the representation on a site (OpenPype's `paused` flag on every
+        file's entry for that site, and only that flag)."""
+
+    @abc.abstractmethod
+    def reset_site(
+        self, project: str, repre_id: str, site: str, file_id: str | None = None
+    ) -> int:
+        """Retry: replace the site entry with a fresh queued one keeping `name` and
+        `priority` (OpenPype's re-sync). For one file or all. Returns entries reset."""
+
+    @abc.abstractmethod
+    def reset_failed(self, project: str, site: str | None = None) -> int:
+        """Reset every failed entry (tries or permanent error, not available) in the
+        project, optionally only for one site. Returns entries reset."""
+
+    @abc.abstractmethod
+    def add_site(
+        self,
+        project: str,
+        repre_id: str,
+        site: str,
+        force: bool = False,
+        priority: int | None = None,
+    ) -> int:
+        """Add a queued entry for ``site`` to every file lacking one; with ``force`` also
+        reset existing entries. Returns entries added or reset."""
+
+    @abc.abstractmethod
+    def remove_site(self, project: str, repre_id: str, site: str) -> int:
+        """Pull the site's entry from every file. Returns entries removed."""
+
+    @abc.abstractmethod
+    def set_priority(self, project: str, repre_id: str, site: str, priority: int) -> None:
+        """Set `priority` on every file's entry for ``site`` (OpenPype writes it on the
+        active site)."""
+
+    # -- reading for the UI and CLI -----------------------------------------------------------
+
+    @abc.abstractmethod
+    def summary_page(
+        self, project: str, query: SummaryQuery, retry_cnt: int, now: datetime
+    ) -> SummaryPage:
+        """One page of representation rows for the site pair.
+
+        Rows: representations where some file has an entry for either site. Text
+        filter: case-insensitive substring of asset, subset or representation name (or
+        the exact id). ``total`` counts rows after text and status filters;
+        ``status_counts`` counts rows by status after the text filter only, so a filter
+        menu can show how many rows each choice gives. Statuses come from
+        :mod:`app.status`.
+        """
+
+    @abc.abstractmethod
+    def file_details(
+        self, project: str, repre_id: str, active_site: str, remote_site: str,
+        retry_cnt: int, now: datetime,
+    ) -> list[FileDetail]:
+        """Every file of the representation with both site entries and statuses."""
+
+    # -- change notification --------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def change_marker(self) -> object:
+        """An opaque value that differs after any write (by anyone) to the store.
+
+        :meth:`wait_for_change` compares against it; callers take a marker, look for
+        work, then wait with that marker so no change between the two is missed.
+        """
+
+    @abc.abstractmethod
+    def wait_for_change(self, marker: object, timeout_s: float) -> bool:
+        """Block up to ``timeout_s`` until the store changed since ``marker``.
+
+        True if it changed. Uses change streams where the server has them, polling
+        otherwise; never busy-waits.
+        """

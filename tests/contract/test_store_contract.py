@@ -1,0 +1,516 @@
+"""The store contract, run against every back-end (`store` is parametrized in conftest).
+
+Tests assert only through the Store interface and app.status, so a back-end that passes
+here can carry the engine, the CLI and the UI.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+
+from app.errors import DocumentError
+from app.model import Direction, Status, SummaryQuery
+from app.status import site_status
+from tests.helpers.seed import T0, later, legacy_doc, make_repre
+
+RETRY = 3
+
+
+def _status(store, repre_id, site, file_index=0, now=T0, project="demo"):
+    repre = store.get_representation(project, repre_id)
+    return site_status(repre.files[file_index].site(site), RETRY, now)
+
+
+def _claim_all(store, items, owner="e1", now=T0):
+    return [store.claim(i, owner, now + timedelta(seconds=60), now) for i in items]
+
+
+# -- projects and documents ---------------------------------------------------------------
+
+
+def test_projects_are_created_once_and_listed(store):
+    store.ensure_project("demo", "dm")
+    store.ensure_project("demo", "dm")
+    store.ensure_project("alpha")
+    names = [p.name for p in store.list_projects()]
+    assert names == ["alpha", "demo"]
+
+
+def test_project_pause_survives_reopening(store_factory):
+    first = store_factory()
+    first.ensure_project("demo")
+    first.set_project_paused("demo", True)
+    first.close()
+    second = store_factory()
+    assert [p.paused for p in second.list_projects()] == [True]
+    second.set_project_paused("demo", False)
+    assert [p.paused for p in second.list_projects()] == [False]
+
+
+def test_representation_round_trips(store):
+    store.ensure_project("demo")
+    repre = make_repre(sites={"studio": {"created_dt": T0, "priority": 70}, "gdrive": {}})
+    repre_id = store.insert_representation(repre)
+    assert repre_id == repre.id
+    got = store.get_representation("demo", repre_id)
+    assert got.context["asset"] == "sh010" and got.version == 1
+    assert [f.id for f in got.files] == [f.id for f in repre.files]
+    assert [f.path for f in got.files] == [f.path for f in repre.files]
+    assert got.files[0].size == 1000 and got.files[0].hash == repre.files[0].hash
+    studio = got.files[0].site("studio")
+    assert studio.created_dt == T0 and studio.priority == 70
+    assert got.files[0].site("gdrive").created_dt is None
+    assert store.count_representations("demo") == 1
+
+
+def test_unknown_representation_is_a_key_error(store):
+    store.ensure_project("demo")
+    with pytest.raises(KeyError):
+        store.get_representation("demo", make_repre().id)
+
+
+def test_legacy_dict_sites_are_read_and_synced(store):
+    """A Pype-2 document edited by the README HOWTO (`$set files.$[].sites.gdrive: {}`)."""
+    store.ensure_project("demo")
+    doc = legacy_doc(sites={"studio": {"created_dt": T0.replace(tzinfo=None)}, "gdrive": {}})
+    repre_id = store.insert_document("demo", doc)
+    repre = store.get_representation("demo", repre_id)
+    assert {s.name for s in repre.files[0].sites} == {"studio", "gdrive"}
+    assert _status(store, repre_id, "studio") is Status.SYNCED
+    assert _status(store, repre_id, "gdrive") is Status.QUEUED
+
+    work = store.find_work("demo", "studio", "gdrive", RETRY, T0)
+    assert [(w.repre_id, w.direction) for w in work] == [(repre_id, Direction.UPLOAD)] * 2
+    claim = store.claim(work[0], "e1", later(60), T0)
+    assert claim is not None
+    assert store.record_success(claim, "legacy_0.ma", "sha256:00", later(1))
+    repre = store.get_representation("demo", repre_id)
+    assert repre.files[0].site("gdrive").created_dt == later(1)
+    assert repre.files[1].site("gdrive").created_dt is None
+
+
+def test_malformed_document_is_refused_and_nothing_else_changes(store):
+    """Documents written straight into MongoDB by other tools are covered by the
+    Mongo-only tests; through the store, a malformed document is refused with its name."""
+    store.ensure_project("demo")
+    good = store.insert_representation(make_repre())
+    bad = legacy_doc(asset="broken")
+    bad["files"] = "not a list"
+    with pytest.raises(DocumentError) as excinfo:
+        store.insert_document("demo", bad)
+    assert "files must be a list" in str(excinfo.value) and str(bad["_id"]) in str(excinfo.value)
+    assert store.count_representations("demo") == 1
+    work = store.find_work("demo", "studio", "gdrive", RETRY, T0)
+    assert {w.repre_id for w in work} == {good}
+
+
+# -- finding work ---------------------------------------------------------------------------
+
+
+def test_find_work_uploads_and_downloads(store):
+    store.ensure_project("demo")
+    up = store.insert_representation(make_repre(asset="up"))
+    down = store.insert_representation(
+        make_repre(asset="down", sites={"studio": {}, "gdrive": {"created_dt": T0}})
+    )
+    store.insert_representation(  # nothing to do: both available
+        make_repre(asset="done", sites={"studio": {"created_dt": T0}, "gdrive": {"created_dt": T0}})
+    )
+    store.insert_representation(  # not tracked on gdrive at all
+        make_repre(asset="untracked", sites={"studio": {"created_dt": T0}})
+    )
+    store.insert_representation(  # on neither: nothing can move
+        make_repre(asset="nowhere", sites={"studio": {}, "gdrive": {}})
+    )
+    work = store.find_work("demo", "studio", "gdrive", RETRY, T0)
+    by_repre = {}
+    for w in work:
+        by_repre.setdefault(w.repre_id, set()).add((w.direction, w.source_site, w.target_site))
+    assert by_repre == {
+        up: {(Direction.UPLOAD, "studio", "gdrive")},
+        down: {(Direction.DOWNLOAD, "gdrive", "studio")},
+    }
+    item = next(w for w in work if w.repre_id == up)
+    repre = store.get_representation("demo", up)
+    assert item.path == repre.file(item.file_id).path and item.size == repre.file(item.file_id).size
+    assert item.project == "demo"
+
+
+def test_find_work_orders_by_priority_then_age(store):
+    store.ensure_project("demo")
+    old = store.insert_representation(make_repre(asset="old", files=1))
+    new_high = store.insert_representation(
+        make_repre(asset="high", files=1, sites={"studio": {"created_dt": T0, "priority": 90},
+                                                 "gdrive": {}})
+    )
+    remote_prio = store.insert_representation(
+        make_repre(asset="remote", files=1, sites={"studio": {"created_dt": T0},
+                                                   "gdrive": {"priority": 70}})
+    )
+    newer = store.insert_representation(make_repre(asset="newer", files=1))
+    work = store.find_work("demo", "studio", "gdrive", RETRY, T0)
+    assert [w.repre_id for w in work] == [new_high, remote_prio, old, newer]
+    assert [w.priority for w in work] == [90, 70, 50, 50]
+    assert len(store.find_work("demo", "studio", "gdrive", RETRY, T0, limit=2)) == 2
+
+
+def test_find_work_skips_paused_failed_backed_off_and_leased(store):
+    store.ensure_project("demo")
+    fresh = store.insert_representation(make_repre(asset="fresh", files=1))
+    store.insert_representation(make_repre(asset="paused", files=1, sites={
+        "studio": {"created_dt": T0}, "gdrive": {"paused": True}}))
+    store.insert_representation(make_repre(asset="dead", files=1, sites={
+        "studio": {"created_dt": T0}, "gdrive": {"tries": 3, "error": "boom"}}))
+    retrying = store.insert_representation(make_repre(asset="retrying", files=1, sites={
+        "studio": {"created_dt": T0}, "gdrive": {"tries": 2, "error": "boom"}}))
+    store.insert_representation(make_repre(asset="permanent", files=1, sites={
+        "studio": {"created_dt": T0}, "gdrive": {"tries": 1, "permanent": True}}))
+    backoff = store.insert_representation(make_repre(asset="backoff", files=1, sites={
+        "studio": {"created_dt": T0}, "gdrive": {"tries": 1, "next_attempt_dt": later(30)}}))
+    found = {w.repre_id for w in store.find_work("demo", "studio", "gdrive", RETRY, T0)}
+    assert found == {fresh, retrying}
+    found = {w.repre_id for w in store.find_work("demo", "studio", "gdrive", RETRY, later(31))}
+    assert found == {fresh, retrying, backoff}
+    # A higher retry_cnt brings the dead file back, as OpenPype's retries_arr does.
+    assert len(store.find_work("demo", "studio", "gdrive", 10, later(31))) == 4
+
+    items = store.find_work("demo", "studio", "gdrive", RETRY, T0)
+    claims = _claim_all(store, items)
+    assert all(claims)
+    assert store.find_work("demo", "studio", "gdrive", RETRY, T0) == []
+    # Leases expire; the work comes back.
+    assert len(store.find_work("demo", "studio", "gdrive", RETRY, later(61))) == 2
+
+
+def test_paused_project_has_no_work(store):
+    store.ensure_project("demo")
+    store.insert_representation(make_repre())
+    store.set_project_paused("demo", True)
+    assert store.find_work("demo", "studio", "gdrive", RETRY, T0) == []
+    store.set_project_paused("demo", False)
+    assert len(store.find_work("demo", "studio", "gdrive", RETRY, T0)) == 2
+
+
+def test_find_work_exclude(store):
+    store.ensure_project("demo")
+    store.insert_representation(make_repre(files=3))
+    work = store.find_work("demo", "studio", "gdrive", RETRY, T0)
+    skip = frozenset({(work[0].repre_id, work[0].file_id)})
+    rest = store.find_work("demo", "studio", "gdrive", RETRY, T0, exclude=skip)
+    assert [w.file_id for w in rest] == [w.file_id for w in work[1:]]
+
+
+# -- claims and results ---------------------------------------------------------------------
+
+
+def test_claim_is_exclusive_until_the_lease_expires(store_factory):
+    a, b = store_factory(), store_factory()
+    a.ensure_project("demo")
+    a.insert_representation(make_repre(files=1))
+    item = a.find_work("demo", "studio", "gdrive", RETRY, T0)[0]
+    claim = a.claim(item, "engine-a", later(60), T0)
+    assert claim is not None and claim.owner == "engine-a"
+    assert b.claim(item, "engine-b", later(60), T0) is None
+    assert _status(a, item.repre_id, "gdrive") is Status.IN_PROGRESS
+    # The lease runs out (engine-a crashed): status is honest and b takes over.
+    assert _status(a, item.repre_id, "gdrive", now=later(61)) is Status.QUEUED
+    taken = b.claim(item, "engine-b", later(120), later(61))
+    assert taken is not None
+    # engine-a's late result must not win.
+    assert a.extend_lease(claim, later(200)) is None
+    assert a.record_success(claim, "x", None, later(62)) is False
+    assert a.record_failure(claim, "late", later(62), None) is False
+    assert _status(a, item.repre_id, "gdrive", now=later(62)) is Status.IN_PROGRESS
+
+
+def test_extend_and_release(store):
+    store.ensure_project("demo")
+    store.insert_representation(make_repre(files=1))
+    item = store.find_work("demo", "studio", "gdrive", RETRY, T0)[0]
+    claim = store.claim(item, "e1", later(60), T0)
+    renewed = store.extend_lease(claim, later(120))
+    assert renewed is not None and renewed.lease_until == later(120)
+    assert store.find_work("demo", "studio", "gdrive", RETRY, later(90)) == []
+    store.release(renewed)
+    again = store.find_work("demo", "studio", "gdrive", RETRY, later(90))
+    assert [w.file_id for w in again] == [item.file_id]
+    assert again[0].tries == 0  # releasing is not a failed try
+
+
+def test_claim_fails_when_target_became_available_or_paused(store):
+    store.ensure_project("demo")
+    repre_id = store.insert_representation(make_repre(files=2))
+    first, second = store.find_work("demo", "studio", "gdrive", RETRY, T0)
+    claim = store.claim(first, "e1", later(60), T0)
+    store.record_success(claim, "id1", None, T0)
+    assert store.claim(first, "e2", later(60), T0) is None
+    store.set_paused("demo", repre_id, "gdrive", True)
+    assert store.claim(second, "e2", later(60), T0) is None
+
+
+def test_progress_and_success(store):
+    store.ensure_project("demo")
+    repre_id = store.insert_representation(make_repre(files=1))
+    item = store.find_work("demo", "studio", "gdrive", RETRY, T0)[0]
+    claim = store.claim(item, "e1", later(60), T0)
+    store.record_progress(claim, 0.5)
+    state = store.get_representation("demo", repre_id).files[0].site("gdrive")
+    assert state.progress == 0.5 and state.lease_owner == "e1"
+    assert store.record_success(claim, "provider-id", "sha256:abc", later(5))
+    state = store.get_representation("demo", repre_id).files[0].site("gdrive")
+    assert state.created_dt == later(5) and state.id == "provider-id"
+    assert state.checksum == "sha256:abc"
+    assert state.progress is None and state.tries == 0 and state.error is None
+    assert state.lease_owner is None and state.lease_until is None
+    assert _status(store, repre_id, "gdrive", now=later(5)) is Status.SYNCED
+
+
+def test_failure_counts_tries_until_failed(store):
+    store.ensure_project("demo")
+    repre_id = store.insert_representation(make_repre(files=1))
+    now = T0
+    for attempt in range(1, RETRY + 1):
+        work = store.find_work("demo", "studio", "gdrive", RETRY, now)
+        assert len(work) == 1, attempt
+        claim = store.claim(work[0], "e1", now + timedelta(seconds=60), now)
+        assert store.record_failure(claim, f"boom {attempt}", now, now + timedelta(seconds=10))
+        state = store.get_representation("demo", repre_id).files[0].site("gdrive")
+        assert state.tries == attempt and state.error == f"boom {attempt}"
+        assert state.last_failed_dt == now and state.lease_owner is None
+        assert state.next_attempt_dt == now + timedelta(seconds=10)
+        assert store.find_work("demo", "studio", "gdrive", RETRY, now) == []  # backing off
+        now += timedelta(seconds=11)
+    assert _status(store, repre_id, "gdrive", now=now) is Status.FAILED
+    assert store.find_work("demo", "studio", "gdrive", RETRY, now) == []
+
+
+def test_permanent_failure_is_failed_at_once(store):
+    store.ensure_project("demo")
+    repre_id = store.insert_representation(make_repre(files=1))
+    claim = _claim_all(store, store.find_work("demo", "studio", "gdrive", RETRY, T0))[0]
+    assert store.record_failure(claim, "source missing", T0, None, permanent=True)
+    state = store.get_representation("demo", repre_id).files[0].site("gdrive")
+    assert state.permanent and state.tries == 1
+    assert _status(store, repre_id, "gdrive") is Status.FAILED
+
+
+# -- user actions ---------------------------------------------------------------------------
+
+
+def test_reset_site_retries_failed_and_keeps_priority(store):
+    store.ensure_project("demo")
+    repre_id = store.insert_representation(make_repre(files=2, sites={
+        "studio": {"created_dt": T0},
+        "gdrive": {"tries": 3, "error": "boom", "last_failed_dt": T0, "priority": 80,
+                   "permanent": True}}))
+    assert _status(store, repre_id, "gdrive") is Status.FAILED
+    first_file = store.get_representation("demo", repre_id).files[0].id
+    assert store.reset_site("demo", repre_id, "gdrive", file_id=first_file) == 1
+    repre = store.get_representation("demo", repre_id)
+    state = repre.files[0].site("gdrive")
+    assert state.tries == 0 and state.error is None and state.last_failed_dt is None
+    assert not state.permanent and state.priority == 80
+    assert repre.files[1].site("gdrive").tries == 3
+    assert store.reset_site("demo", repre_id, "gdrive") == 2
+    assert _status(store, repre_id, "gdrive", file_index=1) is Status.QUEUED
+
+
+def test_reset_failed_in_project(store):
+    store.ensure_project("demo")
+    failed = {"studio": {"created_dt": T0}, "gdrive": {"tries": 3, "error": "x"}}
+    a = store.insert_representation(make_repre(asset="a", files=2, sites=failed))
+    b = store.insert_representation(make_repre(asset="b", files=1, sites=failed))
+    store.insert_representation(make_repre(asset="c", files=1))  # queued: untouched
+    assert store.reset_failed("demo", "studio") == 0
+    assert store.reset_failed("demo") == 3
+    assert _status(store, a, "gdrive") is Status.QUEUED
+    assert _status(store, b, "gdrive") is Status.QUEUED
+
+
+def test_add_and_remove_site(store):
+    store.ensure_project("demo")
+    repre_id = store.insert_representation(make_repre(files=2, sites={"studio": {"created_dt": T0}}))
+    assert store.add_site("demo", repre_id, "gdrive", priority=60) == 2
+    assert store.add_site("demo", repre_id, "gdrive") == 0  # already there
+    repre = store.get_representation("demo", repre_id)
+    assert [f.site("gdrive").priority for f in repre.files] == [60, 60]
+    assert len(store.find_work("demo", "studio", "gdrive", RETRY, T0)) == 2
+    # force resets an available entry back to queued
+    assert store.add_site("demo", repre_id, "studio", force=True) == 2
+    assert _status(store, repre_id, "studio") is Status.QUEUED
+    assert store.remove_site("demo", repre_id, "gdrive") == 2
+    assert store.get_representation("demo", repre_id).files[0].site("gdrive") is None
+    assert store.remove_site("demo", repre_id, "gdrive") == 0
+
+
+def test_pause_touches_only_the_flag(store):
+    store.ensure_project("demo")
+    repre_id = store.insert_representation(make_repre(files=2, sites={
+        "studio": {"created_dt": T0},
+        "gdrive": {"tries": 1, "error": "x", "priority": 55}}))
+    store.set_paused("demo", repre_id, "gdrive", True)
+    repre = store.get_representation("demo", repre_id)
+    for f in repre.files:
+        state = f.site("gdrive")
+        assert state.paused and state.tries == 1 and state.priority == 55
+        assert state.created_dt is None  # OpenPype's bug copied created_dt across files
+    assert _status(store, repre_id, "gdrive") is Status.PAUSED
+    assert store.find_work("demo", "studio", "gdrive", RETRY, T0) == []
+    store.set_paused("demo", repre_id, "gdrive", False)
+    assert not store.get_representation("demo", repre_id).files[0].site("gdrive").paused
+    assert len(store.find_work("demo", "studio", "gdrive", RETRY, T0)) == 2
+
+
+def test_set_priority(store):
+    store.ensure_project("demo")
+    low = store.insert_representation(make_repre(asset="low", files=1))
+    high = store.insert_representation(make_repre(asset="high", files=1))
+    store.set_priority("demo", high, "studio", 99)
+    work = store.find_work("demo", "studio", "gdrive", RETRY, T0)
+    assert [w.repre_id for w in work] == [high, low]
+    assert store.get_representation("demo", high).files[0].site("studio").priority == 99
+
+
+# -- summary and detail ---------------------------------------------------------------------
+
+
+def _seed_summary(store):
+    store.ensure_project("demo")
+    ids = {}
+    ids["synced"] = store.insert_representation(make_repre(asset="sh010", subset="anim", sites={
+        "studio": {"created_dt": T0}, "gdrive": {"created_dt": later(5)}}))
+    ids["queued"] = store.insert_representation(make_repre(asset="sh020", subset="anim"))
+    ids["failed"] = store.insert_representation(make_repre(asset="sh030", subset="lookdev", sites={
+        "studio": {"created_dt": T0}, "gdrive": {"tries": 3, "error": "quota", "priority": 70}}))
+    ids["paused"] = store.insert_representation(make_repre(asset="chair", subset="model", sites={
+        "studio": {"created_dt": T0}, "gdrive": {"paused": True}}))
+    ids["partial"] = store.insert_representation(make_repre(asset="sh040", subset="anim", files=4))
+    repre = store.get_representation("demo", ids["partial"])
+    work = [w for w in store.find_work("demo", "studio", "gdrive", RETRY, T0)
+            if w.repre_id == ids["partial"]]
+    done = store.claim(work[0], "e1", later(60), T0)
+    store.record_success(done, "f0", None, later(10))
+    moving = store.claim(work[1], "e1", later(60), T0)
+    store.record_progress(moving, 0.5)
+    store.insert_representation(make_repre(asset="elsewhere", sites={"studio": {"created_dt": T0}}))
+    store.insert_representation(make_repre(asset="other", sites={"dropbox": {"created_dt": T0}}))
+    assert repre.files
+    return ids
+
+
+def test_summary_rows_statuses_and_counts(store):
+    ids = _seed_summary(store)
+    page = store.summary_page("demo", SummaryQuery("studio", "gdrive", limit=50), RETRY, later(20))
+    rows = {r.repre_id: r for r in page.rows}
+    assert page.total == 6  # "other" has neither site
+    assert rows[ids["synced"]].status is Status.SYNCED
+    assert rows[ids["queued"]].status is Status.QUEUED
+    assert rows[ids["failed"]].status is Status.FAILED
+    assert rows[ids["failed"]].remote.error == "quota" and rows[ids["failed"]].remote.tries == 6
+    assert rows[ids["failed"]].priority == 70
+    assert rows[ids["paused"]].status is Status.PAUSED
+    partial = rows[ids["partial"]]
+    assert partial.status is Status.IN_PROGRESS
+    assert partial.remote.progress == pytest.approx((1 + 0.5) / 4)
+    assert partial.active.progress == 1.0 and partial.active.status is Status.SYNCED
+    assert partial.files_count == 4 and partial.size == 1000 + 1001 + 1002 + 1003
+    assert rows[ids["synced"]].remote.updated_dt == later(5)
+    assert partial.asset == "sh040" and partial.subset == "anim" and partial.version == 1
+    assert partial.representation == "exr" and partial.first_path.startswith("{root[work]}")
+    elsewhere = next(r for r in page.rows if r.asset == "elsewhere")
+    assert elsewhere.remote.status is Status.NOT_AVAILABLE
+    assert page.status_counts == {
+        Status.SYNCED: 1, Status.QUEUED: 1, Status.FAILED: 1, Status.PAUSED: 1,
+        Status.IN_PROGRESS: 1, Status.NOT_AVAILABLE: 1,
+    }
+
+
+def test_summary_filter_sort_and_page(store):
+    ids = _seed_summary(store)
+    q = SummaryQuery("studio", "gdrive", text="SH0", sort_key="asset", limit=2)
+    page = store.summary_page("demo", q, RETRY, later(20))
+    assert page.total == 4
+    assert [r.asset for r in page.rows] == ["sh010", "sh020"]
+    q2 = SummaryQuery("studio", "gdrive", text="sh0", sort_key="asset", offset=2, limit=2)
+    assert [r.asset for r in store.summary_page("demo", q2, RETRY, later(20)).rows] == [
+        "sh030", "sh040"]
+    q3 = SummaryQuery("studio", "gdrive", text="sh0", sort_key="asset", descending=True, limit=1)
+    assert [r.asset for r in store.summary_page("demo", q3, RETRY, later(20)).rows] == ["sh040"]
+    # Status filter: total is filtered, counts are for the text filter only.
+    q4 = SummaryQuery("studio", "gdrive", text="anim",
+                      statuses=frozenset({Status.QUEUED, Status.IN_PROGRESS}))
+    page = store.summary_page("demo", q4, RETRY, later(20))
+    assert {r.repre_id for r in page.rows} == {ids["queued"], ids["partial"]}
+    assert page.total == 2
+    assert page.status_counts == {Status.SYNCED: 1, Status.QUEUED: 1, Status.IN_PROGRESS: 1}
+    # By id, as OpenPype's quick filter allows.
+    q5 = SummaryQuery("studio", "gdrive", text=ids["paused"])
+    assert [r.repre_id for r in store.summary_page("demo", q5, RETRY, later(20)).rows] == [
+        ids["paused"]]
+    # Other sort keys work and are stable.
+    for key in SummaryQuery.SORT_KEYS:
+        q6 = SummaryQuery("studio", "gdrive", sort_key=key, limit=50)
+        assert store.summary_page("demo", q6, RETRY, later(20)).total == 6, key
+    q7 = SummaryQuery("studio", "gdrive", sort_key="priority", descending=True, limit=1)
+    assert [r.repre_id for r in store.summary_page("demo", q7, RETRY, later(20)).rows] == [
+        ids["failed"]]
+
+
+def test_file_details(store):
+    ids = _seed_summary(store)
+    details = store.file_details("demo", ids["partial"], "studio", "gdrive", RETRY, later(20))
+    assert len(details) == 4
+    assert [d.remote_status for d in details].count(Status.SYNCED) == 1
+    assert [d.remote_status for d in details].count(Status.IN_PROGRESS) == 1
+    assert all(d.active_status is Status.SYNCED for d in details)
+    failed = store.file_details("demo", ids["failed"], "studio", "gdrive", RETRY, later(20))
+    assert failed[0].remote.error == "quota" and failed[0].status is Status.FAILED
+
+
+# -- concurrency and change notification ------------------------------------------------------
+
+
+def test_concurrent_claims_hand_out_each_file_once(store_factory):
+    setup = store_factory()
+    setup.ensure_project("demo")
+    for i in range(5):
+        setup.insert_representation(make_repre(asset=f"a{i}", files=4))
+    stores = [store_factory() for _ in range(4)]
+    won: list[tuple[str, str, str]] = []
+    lock = threading.Lock()
+
+    def engine(store, owner):
+        while True:
+            work = store.find_work("demo", "studio", "gdrive", RETRY, T0, limit=5)
+            if not work:
+                return
+            for item in work:
+                claim = store.claim(item, owner, later(600), T0)
+                if claim is not None:
+                    with lock:
+                        won.append((item.repre_id, item.file_id, owner))
+
+    threads = [threading.Thread(target=engine, args=(s, f"e{i}")) for i, s in enumerate(stores)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    keys = [(r, f) for r, f, _ in won]
+    assert len(keys) == 20 and len(set(keys)) == 20
+
+
+def test_wait_for_change_wakes_on_a_write(store_factory):
+    watcher, writer = store_factory(), store_factory()
+    watcher.ensure_project("demo")
+    marker = watcher.change_marker()
+    assert watcher.wait_for_change(marker, 0.2) is False
+    timer = threading.Timer(0.3, lambda: writer.insert_representation(make_repre()))
+    timer.start()
+    started = time.monotonic()
+    assert watcher.wait_for_change(marker, 10) is True
+    assert time.monotonic() - started < 5
+    timer.join()
