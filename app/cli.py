@@ -1,0 +1,445 @@
+"""`sitesync` command line: run, serve, inspect and steer syncing.
+
+Every command goes through the same store and the same status function as the engine
+and the tray, so what `sitesync status` prints is what the Sync Queue window shows.
+Errors are printed as one or two lines saying what is wrong and how to fix it; a
+traceback only appears with ``--debug``. Exit codes: 0 success, 1 the operation failed,
+2 bad usage or settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+from app import __version__, paths
+from app.errors import ConfigError, SiteSyncError, UserFixableError
+from app.events.types import EngineStateChanged, Event, FileFailed, FileSynced
+from app.model import Status, SummaryQuery
+from app.settings import Settings, load_settings
+from app.store import Store, open_store
+
+__all__ = ["main"]
+
+_log = logging.getLogger("sitesync")
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# -- plumbing ------------------------------------------------------------------------------
+
+
+class _Context:
+    """Settings and store, opened lazily so `--help` and `doctor` work without them."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self._settings: Settings | None = None
+        self._store: Store | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(Path(self.args.config) if self.args.config else None)
+        return self._settings
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            s = self.settings
+            self._store = open_store(s.database_url, s.database_name, paths.data_dir())
+        return self._store
+
+    def projects(self) -> list[str]:
+        if getattr(self.args, "project", None):
+            return [self.args.project]
+        return [p.name for p in self.store.list_projects()]
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+
+def _print(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _human_size(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(lines)
+
+
+# -- commands -----------------------------------------------------------------------------
+
+
+def cmd_run(ctx: _Context) -> int:
+    """Default command: first run creates the demo project, then the engine runs until
+    Ctrl+C (the tray will take this place once it exists)."""
+    if not ctx.store.list_projects():
+        cmd_demo(ctx)
+    return cmd_serve(ctx)
+
+
+def cmd_serve(ctx: _Context) -> int:
+    from app.engine.engine import Engine
+
+    settings = ctx.settings
+    engine = Engine(ctx.store, settings, state_path=paths.state_dir() / "engine.json",
+                    serve_site=getattr(ctx.args, "site", None) or None)
+    engine.bus.subscribe(_console_printer())
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        _print(f"received {signal.Signals(signum).name}: stopping")
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    once = bool(getattr(ctx.args, "once", False))
+    pairs = engine.pairs()
+    if not pairs:
+        _print("nothing to serve: no enabled project has two different sites to sync "
+               "(check publish_site and remote_site; `sitesync doctor` explains)")
+    for pair in pairs:
+        _print(f"serving {pair.project}: {pair.active} <-> {pair.remote}")
+    engine.start(once=once)
+    while not stop.is_set() and not engine.wait_stopped(0.2):
+        pass
+    engine.stop(drain=False)
+    counts = engine.counts
+    _print(f"stopped: {counts['synced']} file(s) synced, {counts['failed']} failure(s)")
+    return 0
+
+
+def _console_printer() -> Callable[[Event], None]:
+    def show(event: Event) -> None:
+        if isinstance(event, FileSynced):
+            _print(f"synced  {event.target_site:<12} {event.path} "
+                   f"({_human_size(event.size)}, {event.seconds:.2f} s)")
+        elif isinstance(event, FileFailed):
+            what = "FAILED" if event.permanent else "retry "
+            _print(f"{what}  {event.target_site:<12} {event.path}: {event.error}")
+        elif isinstance(event, EngineStateChanged) and event.state in ("idle", "offline", "paused"):
+            extra = f": {event.message}" if event.message else ""
+            _print(f"engine {event.state}{extra}")
+
+    return show
+
+
+def cmd_status(ctx: _Context) -> int:
+    settings = ctx.settings
+    statuses = frozenset(Status.from_label(s) for s in ctx.args.status or [])
+    out: list[dict] = []
+    now = _now()
+    for project in ctx.projects():
+        ps = settings.project(project)
+        active = ctx.args.active or ps.active_site
+        remote = ctx.args.remote or ps.remote_site
+        query = SummaryQuery(active, remote, text=ctx.args.text or "", statuses=statuses,
+                             sort_key=ctx.args.sort, limit=ctx.args.limit)
+        page = ctx.store.summary_page(project, query, ps.retry_cnt, now)
+        out.append({"project": project, "active_site": active, "remote_site": remote,
+                    "page": page})
+    if ctx.args.json:
+        _print(json.dumps([_page_json(p) for p in out], indent=2))
+        return 0
+    for entry in out:
+        page = entry["page"]
+        counts = ", ".join(f"{s.label}: {n}" for s, n in page.status_counts.items())
+        _print(f"{entry['project']}: {entry['active_site']} <-> {entry['remote_site']}  "
+               f"({page.total} representation(s){'; ' + counts if counts else ''})")
+        rows = [
+            (r.asset, r.subset, "-" if r.version is None else f"v{r.version:03d}",
+             r.representation, f"{r.active.status.label} {r.active.progress:.0%}",
+             f"{r.remote.status.label} {r.remote.progress:.0%}", str(r.files_count),
+             _human_size(r.size), str(r.priority), r.status.label, r.repre_id)
+            for r in page.rows
+        ]
+        if rows:
+            _print(_table(("Asset", "Subset", "Version", "Repre", "Active", "Remote", "Files",
+                           "Size", "Prio", "Status", "Id"), rows))
+        errors = [(r.asset, r.remote.error or r.active.error) for r in page.rows
+                  if r.status is Status.FAILED and (r.remote.error or r.active.error)]
+        for asset, error in errors:
+            _print(f"  ! {asset}: {error}")
+        _print()
+    return 0
+
+
+def _page_json(entry: dict) -> dict:
+    page = entry["page"]
+
+    def side(s) -> dict:
+        return {"status": s.status.label, "progress": round(s.progress, 4),
+                "updated_dt": s.updated_dt.isoformat() if s.updated_dt else None,
+                "tries": s.tries, "error": s.error}
+
+    return {
+        "project": entry["project"], "active_site": entry["active_site"],
+        "remote_site": entry["remote_site"], "total": page.total,
+        "status_counts": {s.label: n for s, n in page.status_counts.items()},
+        "representations": [
+            {"id": r.repre_id, "asset": r.asset, "subset": r.subset, "version": r.version,
+             "representation": r.representation, "files": r.files_count, "size": r.size,
+             "priority": r.priority, "status": r.status.label,
+             "active": side(r.active), "remote": side(r.remote)}
+            for r in page.rows
+        ],
+    }
+
+
+def cmd_reset(ctx: _Context) -> int:
+    total = 0
+    if ctx.args.repre:
+        project = _require_project(ctx)
+        site = ctx.args.site or ctx.settings.project(project).remote_site
+        total = ctx.store.reset_site(project, ctx.args.repre, site, file_id=ctx.args.file)
+    else:
+        for project in ctx.projects():
+            total += ctx.store.reset_failed(project, ctx.args.site)
+    _print(f"reset {total} site entr{'y' if total == 1 else 'ies'}; they will be retried")
+    return 0
+
+
+def cmd_pause(ctx: _Context, paused: bool) -> int:
+    verb = "paused" if paused else "resumed"
+    if ctx.args.repre:
+        project = _require_project(ctx)
+        sites = [ctx.args.site] if ctx.args.site else _pair_sites(ctx, project)
+        for site in sites:
+            ctx.store.set_paused(project, ctx.args.repre, site, paused)
+        _print(f"{verb} representation {ctx.args.repre} on {', '.join(sites)}")
+    elif ctx.args.project:
+        ctx.store.set_project_paused(ctx.args.project, paused)
+        _print(f"{verb} project {ctx.args.project}")
+    else:
+        from app.engine.engine import write_engine_paused
+
+        write_engine_paused(paths.state_dir() / "engine.json", paused)
+        _print(f"{verb} syncing on this machine")
+    return 0
+
+
+def _pair_sites(ctx: _Context, project: str) -> list[str]:
+    ps = ctx.settings.project(project)
+    return list(dict.fromkeys([ps.active_site, ps.remote_site]))
+
+
+def _require_project(ctx: _Context) -> str:
+    if not ctx.args.project:
+        raise UserFixableError("this needs a project", fix="add --project NAME")
+    return ctx.args.project
+
+
+def cmd_add_site(ctx: _Context) -> int:
+    project = _require_project(ctx)
+    n = ctx.store.add_site(project, ctx.args.repre, ctx.args.site, force=ctx.args.force,
+                           priority=ctx.args.priority)
+    _print(f"site {ctx.args.site} added to {n} file(s)" if n else
+           f"every file already has site {ctx.args.site} (use --force to re-sync)")
+    return 0
+
+
+def cmd_remove_site(ctx: _Context) -> int:
+    project = _require_project(ctx)
+    n = ctx.store.remove_site(project, ctx.args.repre, ctx.args.site)
+    _print(f"site {ctx.args.site} removed from {n} file(s)")
+    return 0 if n else 1
+
+
+def cmd_priority(ctx: _Context) -> int:
+    project = _require_project(ctx)
+    site = ctx.args.site or ctx.settings.project(project).active_site
+    ctx.store.set_priority(project, ctx.args.repre, site, ctx.args.value)
+    _print(f"priority {ctx.args.value} set on {site}")
+    return 0
+
+
+def cmd_publish(ctx: _Context) -> int:
+    from app.publish import build_representation
+
+    project = _require_project(ctx)
+    ps = ctx.settings.project(project)
+    site = ctx.args.site or ps.active_site
+    queued = [ps.remote_site, *ps.always_accessible_on]
+    repre = build_representation(
+        project, [Path(f) for f in ctx.args.files], ps.site(site).roots,
+        asset=ctx.args.asset, subset=ctx.args.subset, version=ctx.args.version,
+        name=ctx.args.name, family=ctx.args.family, publish_site=site, queued_sites=queued,
+        now=_now(), priority=ctx.args.priority,
+    )
+    ctx.store.ensure_project(project)
+    repre_id = ctx.store.insert_representation(repre)
+    _print(f"published {len(repre.files)} file(s) as representation {repre_id} "
+           f"on {site}; queued for {', '.join(s for s in queued if s != site) or 'nothing'}")
+    return 0
+
+
+def cmd_demo(ctx: _Context) -> int:
+    from app.demo import DEMO_PROJECT, create_demo
+
+    n = create_demo(ctx.store, ctx.settings, _now())
+    if n:
+        _print(f"created demo project '{DEMO_PROJECT}' with {n} representations "
+               f"(files under {paths.data_dir() / 'sites'})")
+    else:
+        _print(f"demo project '{DEMO_PROJECT}' already exists")
+    return 0
+
+
+def cmd_doctor(ctx: _Context) -> int:
+    from app.doctor import run_checks
+
+    problems = 0
+    for ok, text in run_checks(ctx):
+        problems += 0 if ok else 1
+        _print(f"{'ok  ' if ok else 'FAIL'}  {text}")
+    _print("all checks passed" if not problems else f"{problems} problem(s) found")
+    return 0 if not problems else 1
+
+
+# -- argument parsing -----------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sitesync",
+        description="Keep an OpenPype/Avalon pipeline's published files in sync between sites.",
+    )
+    parser.add_argument("--version", action="version", version=f"sitesync {__version__}")
+    parser.add_argument("--config", help="settings file (default: $SITESYNC_CONFIG or the "
+                        "platform config folder)")
+    parser.add_argument("--debug", action="store_true", help="verbose logs and tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    sub.add_parser("run", help="run SiteSync (creates the demo project on first run)")
+    p = sub.add_parser("serve", help="run the sync engine headless (no tray)")
+    p.add_argument("--once", action="store_true", help="exit when nothing is left to do now")
+    p.add_argument("--site", help="serve as this site (e.g. studio on a studio server)")
+
+    p = sub.add_parser("status", help="representation status per project")
+    p.add_argument("--project")
+    p.add_argument("--active", help="active site (default: from settings)")
+    p.add_argument("--remote", help="remote site (default: from settings)")
+    p.add_argument("--status", action="append", help="only rows with this status (repeatable)")
+    p.add_argument("--text", help="filter on asset, subset or representation")
+    p.add_argument("--sort", default="asset", choices=SummaryQuery.SORT_KEYS)
+    p.add_argument("--limit", type=int, default=200)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("reset", help="retry failed files (reset tries)")
+    p.add_argument("--project")
+    p.add_argument("--repre", help="one representation id (default: every failed file)")
+    p.add_argument("--file", help="one file id of that representation")
+    p.add_argument("--site", help="only this site")
+
+    for name, text in (("pause", "pause syncing"), ("resume", "resume syncing")):
+        p = sub.add_parser(name, help=f"{text} (this machine, a project, or a representation)")
+        p.add_argument("--project")
+        p.add_argument("--repre")
+        p.add_argument("--site")
+
+    for name in ("add-site", "remove-site"):
+        p = sub.add_parser(name, help=f"{name.split('-')[0]} a site on a representation")
+        p.add_argument("--project", required=True)
+        p.add_argument("--repre", required=True)
+        p.add_argument("--site", required=True)
+        if name == "add-site":
+            p.add_argument("--force", action="store_true", help="re-sync existing entries")
+            p.add_argument("--priority", type=int)
+
+    p = sub.add_parser("priority", help="set a representation's priority")
+    p.add_argument("--project", required=True)
+    p.add_argument("--repre", required=True)
+    p.add_argument("--site", help="default: the active site (as OpenPype)")
+    p.add_argument("value", type=int)
+
+    p = sub.add_parser("publish", help="register existing files as a representation")
+    p.add_argument("--project", required=True)
+    p.add_argument("--site", help="site the files are on (default: the active site)")
+    p.add_argument("--asset", required=True)
+    p.add_argument("--subset", required=True)
+    p.add_argument("--version", type=int, required=True)
+    p.add_argument("--name", required=True, help="representation name, e.g. exr")
+    p.add_argument("--family", default="render")
+    p.add_argument("--priority", type=int)
+    p.add_argument("files", nargs="+")
+
+    sub.add_parser("demo", help="create the demo project with real files")
+    sub.add_parser("doctor", help="check settings, database and sites")
+    return parser
+
+
+_COMMANDS: dict[str, Callable[[_Context], int]] = {
+    "run": cmd_run,
+    "serve": cmd_serve,
+    "status": cmd_status,
+    "reset": cmd_reset,
+    "pause": lambda ctx: cmd_pause(ctx, True),
+    "resume": lambda ctx: cmd_pause(ctx, False),
+    "add-site": cmd_add_site,
+    "remove-site": cmd_remove_site,
+    "priority": cmd_priority,
+    "publish": cmd_publish,
+    "demo": cmd_demo,
+    "doctor": cmd_doctor,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    ctx = _Context(args)
+    try:
+        return _COMMANDS[args.command or "run"](ctx)
+    except ConfigError as exc:
+        _error(f"settings problem: {exc}", args.debug)
+        return 2
+    except UserFixableError as exc:
+        _error(str(exc), args.debug)
+        return 2
+    except KeyError as exc:
+        _error(f"not found: {exc.args[0] if exc.args else exc}", args.debug)
+        return 1
+    except SiteSyncError as exc:
+        _error(str(exc), args.debug)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        ctx.close()
+
+
+def _error(text: str, debug: bool) -> None:
+    if debug:
+        logging.getLogger("sitesync").exception(text)
+    print(f"sitesync: error: {text}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""`sitesync doctor`: check settings, database and every site, and say how to fix each.
+
+Each check yields ``(ok, text)``; a failing check never stops the others, so one run
+lists everything that is wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from app.errors import SiteSyncError
+from app.redact import redact
+
+__all__ = ["run_checks"]
+
+
+def run_checks(ctx: Any) -> Iterator[tuple[bool, str]]:
+    """``ctx`` offers ``settings`` and ``store`` (opened lazily, errors surface here)."""
+    try:
+        settings = ctx.settings
+    except SiteSyncError as exc:
+        yield False, f"settings: {exc}"
+        return
+    yield True, f"settings: {settings.path} (local_id {settings.local_id})"
+    where = redact(settings.database_url) if settings.database_url else "embedded SQLite"
+    try:
+        store = ctx.store
+        store.ping()
+        projects = store.list_projects()
+    except SiteSyncError as exc:
+        yield False, f"database ({where}): {exc}"
+        return
+    yield True, f"database ({where}): {len(projects)} project(s)"
+    if not projects:
+        yield True, "no projects yet: `sitesync demo` creates one, `sitesync publish` registers files"
+    from providers.registry import create_provider
+
+    checked: set[tuple[str, ...]] = set()
+    for info in projects:
+        try:
+            ps = settings.project(info.name)
+        except SiteSyncError as exc:
+            yield False, f"project {info.name}: {exc}"
+            continue
+        state = "paused" if info.paused else ("enabled" if ps.enabled else "disabled")
+        yield True, (f"project {info.name}: {state}, {ps.active_site} <-> {ps.remote_site}, "
+                     f"retry_cnt {ps.retry_cnt}")
+        if ps.active_site == ps.remote_site:
+            yield False, (f"project {info.name}: publish_site and remote_site are both "
+                          f"{ps.active_site!r}, so nothing syncs; set remote_site to another site")
+        for site in dict.fromkeys([ps.active_site, ps.remote_site, *ps.always_accessible_on]):
+            try:
+                config = ps.site(site)
+                key = (site, config.provider, repr(sorted(config.roots.items())))
+                if key in checked:
+                    continue
+                checked.add(key)
+                provider = create_provider(
+                    config.provider, site, {"root": dict(config.roots), **dict(config.options)})
+                try:
+                    problems = provider.check()
+                finally:
+                    provider.close()
+            except SiteSyncError as exc:
+                problems = [str(exc)]
+            if problems:
+                for problem in problems:
+                    yield False, f"site {site}: {redact(problem)}"
+            else:
+                yield True, f"site {site} ({config.provider}): reachable"

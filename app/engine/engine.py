@@ -1,0 +1,630 @@
+"""The engine: a background thread that keeps every configured site pair in sync.
+
+Unlike OpenPype's loop (poll every 60 s, a batch of at most 50 files on 3 threads, wait
+for the slowest before the next batch), this scheduler is continuous:
+
+* a worker slot that frees is refilled at once from the store's priority-ordered work;
+* the loop only sleeps when there is nothing to do, and wakes early on a database change,
+  a user action or a finished transfer (``loop_delay`` is just the safety poll);
+* every transfer runs under a lease in the database, renewed while it runs, so several
+  engines on one database never move the same file and a crashed engine's work is taken
+  over when its lease expires;
+* failures are classified: transient ones come back after an exponential back-off,
+  permanent ones stop at once; a pause, a shutdown or a crash never counts as a try.
+
+All public methods are thread-safe; the tray calls them from the Qt thread, which never
+blocks on them (they only persist intent and wake the loop).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from app.engine.retry import next_attempt_at
+from app.engine.transfer import CancelToken, transfer_file
+from app.errors import (
+    CancelledTransfer,
+    PermanentError,
+    SiteSyncError,
+    StoreUnavailableError,
+    TransientError,
+)
+from app.events.bus import EventBus
+from app.events.types import (
+    EngineStateChanged,
+    FileFailed,
+    FileProgress,
+    FileSynced,
+    TransferStarted,
+)
+from app.model import Claim, WorkItem
+from app.settings import ProjectSettings, Settings
+from app.store.base import Store
+from providers.base import Provider
+from providers.registry import create_provider
+
+__all__ = ["Engine", "SitePair", "utc_now", "write_engine_paused"]
+
+_log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class SitePair:
+    """One (project, active site, remote site) the engine keeps in sync."""
+
+    project: str
+    active: str
+    remote: str
+
+
+@dataclass
+class _Job:
+    item: WorkItem
+    claim: Claim
+    token: CancelToken = field(default_factory=CancelToken)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    pair: SitePair | None = None
+    last_db_progress: float = 0.0
+    last_event: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.item.repre_id, self.item.file_id, self.item.target_site)
+
+
+class _EngineState:
+    """The engine-level pause, persisted in a small JSON file so it survives a restart
+    (OpenPype kept it in memory, and "Unpause" did not even restart its loop).
+
+    `sitesync pause` in another process writes the same file; :meth:`reload` notices.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.paused = False
+        self._mtime: float | None = None
+        self.reload()
+
+    def reload(self) -> bool:
+        """Re-read the file if it changed; True if the pause flag changed."""
+        if self.path is None:
+            return False
+        try:
+            mtime = self.path.stat().st_mtime_ns
+        except OSError:
+            return False
+        if mtime == self._mtime:
+            return False
+        self._mtime = mtime
+        before = self.paused
+        try:
+            self.paused = bool(json.loads(self.path.read_text()).get("paused", False))
+        except (OSError, ValueError):
+            _log.warning("engine state %s unreadable; keeping paused=%s", self.path, before)
+        return self.paused != before
+
+    def save(self) -> None:
+        if self.path is not None:
+            write_engine_paused(self.path, self.paused)
+            self._mtime = self.path.stat().st_mtime_ns
+
+
+def write_engine_paused(path: Path, paused: bool) -> None:
+    """Persist the engine pause atomically (used by the engine and `sitesync pause`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"paused": paused}))
+    os.replace(tmp, path)
+
+
+class Engine:
+    """Runs sync for every enabled project in a background thread.
+
+    ``store`` must be usable from several threads (both back-ends are). ``owner`` names
+    this engine in leases; it defaults to ``<local_id>-<random>`` so two engines on one
+    machine are still told apart.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        *,
+        bus: EventBus | None = None,
+        owner: str | None = None,
+        clock: Clock = utc_now,
+        state_path: Path | None = None,
+        provider_factory: Callable[[str, str, dict], Provider] = create_provider,
+        serve_site: str | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.bus = bus or EventBus()
+        self.owner = owner or f"{settings.local_id}-{uuid.uuid4().hex[:8]}"
+        self._clock = clock
+        self._provider_factory = provider_factory
+        self._serve_site = serve_site if serve_site is not None else settings.engine.serve_site
+        self._state = _EngineState(state_path)
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._jobs: dict[tuple[str, str, str], _Job] = {}
+        self._providers: dict[tuple[str, str], Provider] = {}
+        self._pair_problems: dict[SitePair, str] = {}
+        self._thread: threading.Thread | None = None
+        self._watcher: threading.Thread | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._state_name = "stopped"
+        self._message = ""
+        self._last_published: tuple[str, int, str] | None = None
+        self._once = False
+        self._last_check = 0.0
+        self._counts = {"synced": 0, "failed": 0}
+
+    # -- public API ---------------------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        return self._state_name
+
+    @property
+    def message(self) -> str:
+        return self._message
+
+    @property
+    def paused(self) -> bool:
+        return self._state.paused
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._jobs)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def start(self, once: bool = False) -> None:
+        """Start the background thread. With ``once`` it stops by itself when nothing is
+        left that can be done now (``sitesync serve --once``)."""
+        if self._thread is not None:
+            raise RuntimeError("engine already started")
+        self._once = once
+        workers = max(1, self.settings.engine.workers_per_site) * 4
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sitesync-transfer")
+        self._thread = threading.Thread(target=self._run, name="sitesync-engine", daemon=True)
+        self._watcher = threading.Thread(target=self._watch_store, name="sitesync-watch", daemon=True)
+        self._set_state("starting")
+        self._thread.start()
+        self._watcher.start()
+
+    def stop(self, drain: bool = False, timeout_s: float = 30.0) -> None:
+        """Stop. ``drain`` lets running transfers finish (up to ``timeout_s``); otherwise
+        they are cancelled at once, keeping partial data for a resume and counting no try."""
+        self._stopping.set()
+        if not drain:
+            self._cancel(lambda job: True, "SiteSync is shutting down")
+        self._wake.set()
+        deadline = time.monotonic() + timeout_s
+        if self._thread is not None:
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+        if self._executor is not None:
+            if drain and not self._wait_jobs(deadline):
+                self._cancel(lambda job: True, "SiteSync is shutting down")
+            self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._watcher is not None:
+            self._watcher.join(2.0)
+        for provider in self._providers.values():
+            try:
+                provider.close()
+            except Exception:
+                _log.exception("closing provider %s", provider.site)
+        self._providers.clear()
+        self._set_state("stopped")
+
+    def wait_stopped(self, timeout_s: float | None = None) -> bool:
+        """Block until the loop ends (``once`` mode or stop); True if it ended."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+    def pause(self) -> None:
+        """Pause the whole engine (persisted): no new work, running transfers stop now."""
+        self._state.paused = True
+        self._state.save()
+        self._cancel(lambda job: True, "syncing paused")
+        self._wake.set()
+
+    def resume(self) -> None:
+        self._state.paused = False
+        self._state.save()
+        self._wake.set()
+
+    def pause_project(self, project: str, paused: bool = True) -> None:
+        self.store.set_project_paused(project, paused)
+        if paused:
+            self._cancel(lambda job: job.item.project == project, f"project {project} paused")
+        self._wake.set()
+
+    def pause_representation(self, project: str, repre_id: str, site: str, paused: bool = True) -> None:
+        self.store.set_paused(project, repre_id, site, paused)
+        if paused:
+            self._cancel(
+                lambda job: job.item.project == project and job.item.repre_id == repre_id
+                and site in (job.item.source_site, job.item.target_site),
+                "representation paused",
+            )
+        self._wake.set()
+
+    def sync_now(self) -> None:
+        """Look for work immediately (after a user action in another process, say)."""
+        self._wake.set()
+
+    def update_settings(self, settings: Settings) -> None:
+        """Apply new settings; providers are rebuilt on next use."""
+        with self._lock:
+            self.settings = settings
+            old = list(self._providers.values())
+            self._providers.clear()
+            self._pair_problems.clear()
+        for provider in old:
+            provider.close()
+        self._wake.set()
+
+    def pairs(self) -> list[SitePair]:
+        """The site pairs this engine serves, from settings and the store's projects."""
+        result = []
+        for info in self.store.list_projects():
+            try:
+                ps = self.settings.project(info.name)
+            except SiteSyncError as exc:
+                self._note_problem(SitePair(info.name, "?", "?"), str(exc))
+                continue
+            if not ps.enabled or info.paused:
+                continue
+            result.extend(self._pairs_for(ps))
+        return result
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def _pairs_for(self, ps: ProjectSettings) -> Iterator[SitePair]:
+        if self._serve_site:
+            # A headless server is a site itself (e.g. "studio"): it serves its pairs with
+            # the project's remote site and the always-accessible sites, as itself.
+            partners = [ps.remote_site, ps.active_site, *ps.always_accessible_on]
+            seen = set()
+            for partner in partners:
+                if partner and partner != self._serve_site and partner not in seen:
+                    seen.add(partner)
+                    yield SitePair(ps.project, self._serve_site, partner)
+        elif ps.active_site and ps.remote_site and ps.active_site != ps.remote_site:
+            yield SitePair(ps.project, ps.active_site, ps.remote_site)
+
+    def _run(self) -> None:
+        offline_since: float | None = None
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                if self._state.paused:
+                    self._set_state("paused", in_flight=self.in_flight)
+                    self._wake.wait(self.settings.loop_delay)
+                    continue
+                dispatched, more = self._fill_slots()
+                self._check_in_flight()
+                if offline_since is not None:
+                    offline_since = None
+                    _log.info("database reachable again")
+                busy = self.in_flight
+                if busy or dispatched:
+                    self._set_state("running", in_flight=busy, message=self._problems_text())
+                    # Wake when a slot frees (the worker sets _wake), on a change, or to
+                    # renew leases.
+                    self._wake.wait(self._renew_interval() if not more else 0.05)
+                    continue
+                if self._once:
+                    break
+                self._set_state("idle", message=self._problems_text())
+                self._wake.wait(self.settings.loop_delay)
+            except StoreUnavailableError as exc:
+                offline_since = offline_since or time.monotonic()
+                self._set_state("offline", message=f"{exc}. Retrying automatically.")
+                self._wake.wait(min(30.0, 1.0 + (time.monotonic() - offline_since) / 2))
+            except Exception as exc:  # never let a bug kill the engine thread
+                _log.exception("engine loop error")
+                self._set_state("running", message=f"internal error: {exc}")
+                self._wake.wait(5.0)
+        if self._once:
+            self._wait_jobs(None)
+            self._set_state("stopped")
+
+    def _renew_interval(self) -> float:
+        return max(0.2, min(5.0, self.settings.engine.lease_s / 3))
+
+    def _watch_store(self) -> None:
+        """Turn database changes (by anyone) into wake-ups of the loop."""
+        while not self._stopping.is_set():
+            try:
+                marker = self.store.change_marker()
+                while not self._stopping.is_set():
+                    if self._state.reload():
+                        if self._state.paused:
+                            self._cancel(lambda job: True, "syncing paused")
+                        self._wake.set()
+                    if self.store.wait_for_change(marker, 1.0):
+                        self._wake.set()
+                        break
+            except StoreUnavailableError:
+                self._stopping.wait(2.0)
+            except Exception:
+                _log.exception("store watcher error")
+                self._stopping.wait(2.0)
+
+    def _fill_slots(self) -> tuple[int, bool]:
+        """Claim work into free slots; returns (dispatched, maybe_more)."""
+        dispatched = 0
+        more = False
+        engine_settings = self.settings.engine
+        for pair in self.pairs():
+            if self._stopping.is_set():
+                break
+            free = engine_settings.workers_per_site - self._busy_for(pair.remote)
+            if free <= 0:
+                continue
+            ps = self.settings.project(pair.project)
+            if not self._providers_ready(pair, ps):
+                continue
+            now = self._clock()
+            with self._lock:
+                exclude = frozenset((k[0], k[1]) for k in self._jobs)
+            items = self.store.find_work(
+                pair.project, pair.active, pair.remote, ps.retry_cnt, now,
+                limit=free * 2, exclude=exclude,
+            )
+            for item in items:
+                if free <= 0:
+                    more = True
+                    break
+                lease_until = now + timedelta(seconds=engine_settings.lease_s)
+                claim = self.store.claim(item, self.owner, lease_until, now)
+                if claim is None:
+                    more = True  # someone else took it; there may be more behind it
+                    continue
+                self._submit(_Job(item=item, claim=claim, pair=pair))
+                dispatched += 1
+                free -= 1
+        return dispatched, more
+
+    def _busy_for(self, site: str) -> int:
+        with self._lock:
+            return sum(1 for job in self._jobs.values() if job.pair and job.pair.remote == site)
+
+    def _providers_ready(self, pair: SitePair, ps: ProjectSettings) -> bool:
+        try:
+            self._provider(pair.project, pair.active, ps)
+            self._provider(pair.project, pair.remote, ps)
+        except SiteSyncError as exc:
+            self._note_problem(pair, str(exc))
+            return False
+        self._pair_problems.pop(pair, None)
+        return True
+
+    def _problems_text(self) -> str:
+        return "; ".join(sorted(set(self._pair_problems.values())))
+
+    def _note_problem(self, pair: SitePair, text: str) -> None:
+        if self._pair_problems.get(pair) != text:
+            _log.error("cannot sync %s (%s <-> %s): %s", pair.project, pair.active, pair.remote, text)
+            self._pair_problems[pair] = text
+
+    def _provider(self, project: str, site: str, ps: ProjectSettings | None = None) -> Provider:
+        key = (project, site)
+        with self._lock:
+            provider = self._providers.get(key)
+            if provider is None:
+                ps = ps or self.settings.project(project)
+                config = ps.site(site)
+                options = {"root": dict(config.roots), **dict(config.options)}
+                provider = self._provider_factory(config.provider, site, options)
+                self._providers[key] = provider
+            return provider
+
+    def _submit(self, job: _Job) -> None:
+        assert self._executor is not None
+        with self._lock:
+            self._jobs[job.key] = job
+        self._executor.submit(self._work, job)
+
+    # -- one transfer, on a worker thread -------------------------------------------------------
+
+    def _work(self, job: _Job) -> None:
+        item = job.item
+        try:
+            source = self._provider(item.project, item.source_site)
+            target = self._provider(item.project, item.target_site)
+            result = transfer_file(
+                item, source, target, job.token,
+                on_progress=lambda done, size: self._progress(job, done, size),
+                on_start=lambda offset: self.bus.publish(
+                    TransferStarted(self._clock(), *self._file_fields(item),
+                                    size=item.size, resumed_from=offset)),
+            )
+            with job.lock:
+                recorded = self._with_store_retry(
+                    lambda: self.store.record_success(job.claim, result.provider_id,
+                                                      result.checksum, self._clock()))
+            if recorded:
+                with self._lock:
+                    self._counts["synced"] += 1
+                self.bus.publish(FileSynced(self._clock(), *self._file_fields(item),
+                                            size=result.size, checksum=result.checksum,
+                                            seconds=result.seconds))
+            else:
+                _log.warning("claim on %s was lost before it was recorded; another engine "
+                             "owns it now", item.path)
+        except CancelledTransfer as exc:
+            _log.info("transfer of %s stopped: %s", item.path, exc)
+            with job.lock:
+                self._quietly(lambda: self.store.release(job.claim))
+        except PermanentError as exc:
+            self._fail(job, str(exc), permanent=True)
+        except TransientError as exc:
+            self._fail(job, str(exc), permanent=False, retry_after_s=exc.retry_after_s)
+        except SiteSyncError as exc:
+            self._fail(job, str(exc), permanent=False)
+        except Exception as exc:
+            _log.exception("unexpected error moving %s", item.path)
+            self._fail(job, f"internal error: {type(exc).__name__}: {exc}", permanent=False)
+        finally:
+            with self._lock:
+                self._jobs.pop(job.key, None)
+            self._wake.set()
+
+    def _fail(self, job: _Job, error: str, permanent: bool, retry_after_s: float | None = None) -> None:
+        item = job.item
+        tries = item.tries + 1
+        now = self._clock()
+        ps = self.settings.project(item.project)
+        engine_settings = self.settings.engine
+        next_dt = None
+        if not permanent and tries < ps.retry_cnt:
+            next_dt = next_attempt_at(now, tries, engine_settings.backoff_base_s,
+                                      engine_settings.backoff_max_s, retry_after_s)
+        with job.lock:
+            recorded = self._with_store_retry(
+                lambda: self.store.record_failure(job.claim, error, now, next_dt, permanent=permanent))
+        if recorded:
+            with self._lock:
+                self._counts["failed"] += 1
+            _log.warning("%s -> %s failed (try %d): %s", item.path, item.target_site, tries, error)
+            self.bus.publish(FileFailed(now, *self._file_fields(item), error=error, tries=tries,
+                                        permanent=permanent or tries >= ps.retry_cnt,
+                                        next_attempt_dt=next_dt))
+
+    def _progress(self, job: _Job, done: int, size: int) -> None:
+        now = time.monotonic()
+        if now - job.last_event >= 0.1 or done == size:
+            job.last_event = now
+            elapsed = max(1e-6, now - job.started)
+            self.bus.publish(FileProgress(self._clock(), *self._file_fields(job.item),
+                                          bytes_done=done, size=size, bytes_per_s=done / elapsed))
+        if now - job.last_db_progress >= self.settings.engine.progress_interval_s and size:
+            job.last_db_progress = now
+            with job.lock:
+                self._quietly(lambda: self.store.record_progress(job.claim, done / size))
+
+    @staticmethod
+    def _file_fields(item: WorkItem) -> tuple:
+        return (item.project, item.repre_id, item.file_id, item.path, item.source_site,
+                item.target_site, item.direction)
+
+    # -- leases, pauses, cancellation -----------------------------------------------------------
+
+    def _check_in_flight(self) -> None:
+        """Renew leases that are a third spent; stop transfers that were paused elsewhere
+        (another process, the CLI) or whose claim was lost."""
+        if time.monotonic() - self._last_check < 0.5:
+            return
+        self._last_check = time.monotonic()
+        with self._lock:
+            jobs = list(self._jobs.values())
+        if not jobs:
+            return
+        lease = timedelta(seconds=self.settings.engine.lease_s)
+        now = self._clock()
+        paused_projects = {p.name for p in self.store.list_projects() if p.paused}
+        for job in jobs:
+            if job.item.project in paused_projects:
+                job.token.cancel(f"project {job.item.project} paused")
+                continue
+            if self._paused_in_store(job):
+                job.token.cancel("representation paused")
+                continue
+            with job.lock:
+                if job.token.cancelled or job.claim.lease_until - now > lease * 2 / 3:
+                    continue
+                renewed = self.store.extend_lease(job.claim, now + lease)
+                if renewed is None:
+                    job.token.cancel("the claim was lost (reset, removed or taken over)")
+                else:
+                    job.claim = renewed
+
+    def _paused_in_store(self, job: _Job) -> bool:
+        try:
+            repre = self.store.get_representation(job.item.project, job.item.repre_id)
+        except KeyError:
+            job.token.cancel("representation deleted")
+            return False
+        file = repre.file(job.item.file_id)
+        if file is None:
+            return False
+        return any(
+            (state := file.site(name)) is not None and state.paused
+            for name in (job.item.source_site, job.item.target_site)
+        )
+
+    def _cancel(self, predicate: Callable[[_Job], bool], reason: str) -> None:
+        with self._lock:
+            jobs = [job for job in self._jobs.values() if predicate(job)]
+        for job in jobs:
+            job.token.cancel(reason)
+
+    def _wait_jobs(self, deadline: float | None) -> bool:
+        while self.in_flight:
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _with_store_retry(self, action: Callable[[], bool]) -> bool:
+        """Results must not be lost to a short database outage: retry the write until the
+        lease would have expired anyway."""
+        deadline = time.monotonic() + self.settings.engine.lease_s
+        delay = 0.5
+        while True:
+            try:
+                return action()
+            except StoreUnavailableError:
+                if time.monotonic() > deadline or self._stopping.is_set():
+                    _log.error("could not record a result: database unreachable")
+                    return False
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    @staticmethod
+    def _quietly(action: Callable[[], object]) -> None:
+        try:
+            action()
+        except StoreUnavailableError as exc:
+            _log.warning("database write skipped: %s", exc)
+
+    def _set_state(self, name: str, in_flight: int = 0, message: str = "") -> None:
+        """Publish the state when what a user would see (state, count, message) changed."""
+        snapshot = (name, in_flight, message)
+        if snapshot == self._last_published:
+            return
+        self._last_published = snapshot
+        self._state_name = name
+        self._message = message
+        self.bus.publish(EngineStateChanged(self._clock(), state=name, in_flight=in_flight,
+                                            message=message))

@@ -1,0 +1,82 @@
+"""Events: plain, frozen Python objects describing what the engine did.
+
+The engine publishes them on :class:`app.events.bus.EventBus`; the tray bridges them to
+Qt signals, the CLI prints them, hooks persist them. They carry ids and numbers, never
+live objects, so they can cross threads safely.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from app.model import Direction
+
+__all__ = [
+    "EngineStateChanged",
+    "Event",
+    "FileFailed",
+    "FileProgress",
+    "FileSynced",
+    "TransferStarted",
+]
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base class: every event knows when it happened."""
+
+    at: datetime
+
+
+@dataclass(frozen=True)
+class _FileEvent(Event):
+    project: str
+    repre_id: str
+    file_id: str
+    path: str
+    source_site: str
+    target_site: str
+    direction: Direction
+
+
+@dataclass(frozen=True)
+class TransferStarted(_FileEvent):
+    size: int
+    resumed_from: int = 0
+
+
+@dataclass(frozen=True)
+class FileProgress(_FileEvent):
+    """Snapshot of one transfer; published at most every ~0.1 s per file."""
+
+    bytes_done: int
+    size: int
+    bytes_per_s: float
+
+
+@dataclass(frozen=True)
+class FileSynced(_FileEvent):
+    size: int
+    checksum: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class FileFailed(_FileEvent):
+    error: str
+    tries: int
+    permanent: bool
+    next_attempt_dt: datetime | None
+
+
+@dataclass(frozen=True)
+class EngineStateChanged(Event):
+    """``state``: "starting", "running", "idle", "paused", "offline", "stopping", "stopped".
+
+    ``message`` explains offline/error states in words a user can act on.
+    """
+
+    state: str
+    in_flight: int = 0
+    message: str = ""

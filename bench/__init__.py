@@ -1,0 +1,1 @@
+"""Benchmarks: each script prints a table side by side with its peer."""

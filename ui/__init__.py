@@ -1,0 +1,1 @@
+"""Qt user interface (tray and Sync Queue window)."""
