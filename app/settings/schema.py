@@ -1,0 +1,222 @@
+"""The settings table: every key SiteSync reads, its type, default, limits and help.
+
+One declaration serves three readers: the validator (types, limits, "did you mean"),
+the loader (defaults, text numbers) and the settings dialog (help, restart flag). Keys
+keep OpenPype's flat names (``retry_cnt``, ``remote_site``) so settings users already
+know keep working; keys new to SiteSync live under ``engine``.
+
+Values are checked against these declarations by :mod:`app.settings.coerce`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "COMMON_SITE_OPTIONS",
+    "DEFAULT_SITE",
+    "ENGINE_OPTIONS",
+    "GLOBAL_OPTIONS",
+    "LOCAL_SITE",
+    "PLATFORMS",
+    "PROJECT_OPTION_KEYS",
+    "PROVIDERS",
+    "PROVIDER_OPTIONS",
+    "ROOT_KEY",
+    "SECRET_KEY_WORDS",
+    "Kind",
+    "Option",
+    "current_platform",
+    "did_you_mean",
+    "engine_option",
+    "global_option",
+    "is_secret_key",
+    "known_site_keys",
+    "site_option",
+]
+
+#: OpenPype's provider ids; they are also the provider module and registry names.
+PROVIDERS = ("local_drive", "gdrive", "sftp")
+#: Keys of a per-platform value, OpenPype's spelling.
+PLATFORMS = ("windows", "linux", "darwin")
+#: The studio storage; exists even when not configured (a local_drive site).
+DEFAULT_SITE = "studio"
+#: Alias of this machine's ``local_id`` in ``publish_site``/``remote_site``/``sites``.
+LOCAL_SITE = "local"
+ROOT_KEY = "root"
+#: A site key containing one of these is never echoed and is masked in messages.
+SECRET_KEY_WORDS = ("pass", "secret", "token")
+
+
+class Kind(enum.Enum):
+    """How a value is read; see :func:`coerce`."""
+
+    TEXT = "text"
+    SITE_NAME = "site name"
+    SITE_NAMES = "list of site names"
+    WHOLE = "whole number"
+    NUMBER = "number"
+    BOOL = "true/false"
+    PLATFORM_TEXT = "text, or per-platform text"
+    DATABASE_URL = "database URL"
+    DATABASE_NAME = "database name"
+    PROVIDER = "provider"
+    ROOTS = "roots"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One settings key.
+
+    ``key`` is the name inside its block (``retry_cnt``; ``lease_s`` under ``engine``).
+    ``text_numbers`` accepts OpenPype's text fields ("3"). ``project`` means the key may be
+    overridden under ``projects.<name>``. ``restart`` tells the settings dialog a running
+    engine will not pick the change up. ``aliases`` are other names accepted for the key;
+    ``empty_ok`` lets a site name be "" (``remote_site``: "" means do not sync).
+    """
+
+    key: str
+    kind: Kind
+    default: Any
+    help: str
+    minimum: float | None = None
+    maximum: float | None = None
+    strict_minimum: bool = False
+    text_numbers: bool = False
+    project: bool = False
+    restart: bool = False
+    secret: bool = False
+    aliases: tuple[str, ...] = ()
+    empty_ok: bool = False
+
+
+GLOBAL_OPTIONS: tuple[Option, ...] = (
+    Option("database_url", Kind.DATABASE_URL, "", "Empty = the embedded database on this "
+           "machine; else a mongodb:// or mongodb+srv:// URI (the pipeline's Avalon DB).",
+           restart=True, secret=True),
+    Option("database_name", Kind.DATABASE_NAME, "avalon", "Mongo database holding the projects.",
+           restart=True),
+    Option("local_id", Kind.SITE_NAME, "", "This machine's site name; generated once. "
+           "SITESYNC_LOCAL_ID overrides it.", restart=True),
+    Option("retry_cnt", Kind.WHOLE, 3, "Tries before a file is marked Failed.",
+           minimum=1, maximum=1000, text_numbers=True, project=True),
+    Option("loop_delay", Kind.WHOLE, 60, "Seconds between full checks for new work.",
+           minimum=1, maximum=86400, text_numbers=True, project=True),
+    Option("publish_site", Kind.SITE_NAME, DEFAULT_SITE, "Site files are published to and "
+           "worked on from (OpenPype's active site); 'local' = this machine.",
+           project=True, aliases=("active_site",)),
+    Option("remote_site", Kind.SITE_NAME, DEFAULT_SITE, "Site files are synced with; "
+           "'local' = this machine. Empty or equal to publish_site = no syncing.",
+           project=True, empty_ok=True),
+    Option("always_accessible_on", Kind.SITE_NAMES, (), "Sites that always get every file.",
+           project=True),
+)
+
+ENGINE_OPTIONS: tuple[Option, ...] = (
+    Option("workers_per_site", Kind.WHOLE, 8, "Parallel transfers per site.",
+           minimum=1, maximum=256, restart=True),
+    Option("lease_s", Kind.NUMBER, 60, "Seconds a claimed file stays reserved for this "
+           "engine; renewed while the transfer runs.", minimum=1, maximum=86400),
+    Option("backoff_base_s", Kind.NUMBER, 10, "Wait before the first retry; doubles each try.",
+           minimum=0, maximum=86400),
+    Option("backoff_max_s", Kind.NUMBER, 3600, "Longest wait between retries.",
+           minimum=0, maximum=7 * 86400),
+    Option("progress_interval_s", Kind.NUMBER, 1.0, "Seconds between progress updates.",
+           minimum=0, strict_minimum=True, maximum=3600),
+    Option("serve_site", Kind.TEXT, "", "Site this engine acts as, e.g. on a studio server; "
+           "empty = this machine (local_id).", restart=True),
+)
+
+COMMON_SITE_OPTIONS: tuple[Option, ...] = (
+    Option("provider", Kind.PROVIDER, None, "local_drive, gdrive or sftp."),
+    Option(ROOT_KEY, Kind.ROOTS, None, "Root name -> folder (or per-platform folders)."),
+    Option("alternative_sites", Kind.SITE_NAMES, (), "Sites holding the same storage: a file "
+           "synced here counts as present there too."),
+    Option("enabled", Kind.BOOL, True, "Whether the site is used."),
+)
+
+PROVIDER_OPTIONS: Mapping[str, tuple[Option, ...]] = {
+    "local_drive": (),
+    "gdrive": (
+        Option("credentials_url", Kind.PLATFORM_TEXT, "", "Service account JSON file."),
+        Option("chunk_size", Kind.WHOLE, None, "Upload chunk size in bytes.", minimum=1),
+    ),
+    "sftp": (
+        Option("sftp_host", Kind.TEXT, "", "Server host name."),
+        Option("sftp_port", Kind.WHOLE, 22, "Server port.", minimum=1, maximum=65535,
+               text_numbers=True),
+        Option("sftp_user", Kind.TEXT, "", "User name."),
+        Option("sftp_pass", Kind.TEXT, "", "Password.", secret=True),
+        Option("sftp_key", Kind.PLATFORM_TEXT, "", "Private key file."),
+        Option("sftp_key_pass", Kind.TEXT, "", "Private key passphrase.", secret=True),
+        Option("known_hosts", Kind.PLATFORM_TEXT, "", "known_hosts file to trust."),
+        Option("insecure_skip_host_key_check", Kind.BOOL, False,
+               "Trust any server key (testing only)."),
+    ),
+}
+
+#: Keys allowed under ``projects.<name>``.
+PROJECT_OPTION_KEYS: tuple[str, ...] = (
+    "enabled",
+    *(o.key for o in GLOBAL_OPTIONS if o.project),
+    *(a for o in GLOBAL_OPTIONS if o.project for a in o.aliases),
+    "sites",
+)
+
+_GLOBAL_BY_KEY = {o.key: o for o in GLOBAL_OPTIONS}
+_ENGINE_BY_KEY = {o.key: o for o in ENGINE_OPTIONS}
+_SITE_BY_KEY = {o.key: o for o in COMMON_SITE_OPTIONS}
+_PROVIDER_BY_KEY = {p: {o.key: o for o in opts} for p, opts in PROVIDER_OPTIONS.items()}
+
+
+def global_option(key: str) -> Option:
+    return _GLOBAL_BY_KEY[key]
+
+
+def engine_option(key: str) -> Option:
+    return _ENGINE_BY_KEY[key]
+
+
+def site_option(key: str, provider: str | None) -> Option | None:
+    """The declaration of a site key for ``provider``; None for keys we do not know."""
+    if key in _SITE_BY_KEY:
+        return _SITE_BY_KEY[key]
+    return _PROVIDER_BY_KEY.get(provider or "", {}).get(key)
+
+
+def known_site_keys() -> set[str]:
+    """Every site key any provider declares (for typo checks on permissive site blocks)."""
+    keys = set(_SITE_BY_KEY)
+    for by_key in _PROVIDER_BY_KEY.values():
+        keys.update(by_key)
+    return keys
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a site key holds a secret: declared so, or named like one (a provider's
+    own ``api_token``), so values we do not know are protected too."""
+    if any(o.secret for opts in PROVIDER_OPTIONS.values() for o in opts if o.key == key):
+        return True
+    lowered = str(key).lower()
+    return any(word in lowered for word in SECRET_KEY_WORDS)
+
+
+def current_platform(sys_platform: str | None = None) -> str:
+    """OpenPype's platform key: win32 -> windows, darwin -> darwin, anything else -> linux."""
+    name = sys.platform if sys_platform is None else sys_platform
+    if name.startswith("win"):
+        return "windows"
+    if name == "darwin":
+        return "darwin"
+    return "linux"
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
+    """The closest choice to a mistyped key, if one is close enough to suggest."""
+    matches = difflib.get_close_matches(word, sorted(set(choices)), n=1, cutoff=0.75)
+    return matches[0] if matches else None
