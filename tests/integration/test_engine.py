@@ -1,0 +1,231 @@
+"""End-to-end engine behaviour: two real local_drive sites, both store back-ends."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timezone
+
+from app.errors import TransientError
+from app.events.types import FileFailed, FileSynced, TransferStarted
+from app.model import Status
+from app.status import site_status
+from providers.registry import create_provider
+from tests.integration.conftest import LOCAL_ID
+
+NOW = datetime.now
+
+
+def _status(env, repre_id, site, index=0):
+    repre = env.store.get_representation("demo", repre_id)
+    return site_status(repre.files[index].site(site), 3, datetime.now(timezone.utc))
+
+
+def _all_synced(env, repre_id, site):
+    repre = env.store.get_representation("demo", repre_id)
+    return all(f.site(site) is not None and f.site(site).available for f in repre.files)
+
+
+def test_uploads_and_downloads_are_verified_and_recorded(sync_env):
+    env = sync_env
+    up = env.publish(LOCAL_ID, "up", files=3)
+    down = env.publish("studio", "down", files=2, size=3 * 1024 * 1024)
+    engine = env.engine()
+    engine.start()
+    env.wait_for(lambda: _all_synced(env, up, "studio") and _all_synced(env, down, LOCAL_ID))
+    for repre_id, target in ((up, "studio"), (down, LOCAL_ID)):
+        repre = env.store.get_representation("demo", repre_id)
+        for f in repre.files:
+            state = f.site(target)
+            assert state.id == f.path.rsplit("/", 1)[1]  # OpenPype's local id: basename
+            assert state.checksum and state.checksum.startswith("sha256:")
+            assert state.checksum == f.site(
+                "studio" if target == LOCAL_ID else LOCAL_ID).checksum
+            assert state.tries == 0 and state.progress is None and state.lease_owner is None
+            assert env.same_bytes(f.path, LOCAL_ID, "studio")
+    assert env.part_files() == []
+    assert len(env.of_type(FileSynced)) == 5
+    env.wait_for(lambda: engine.state == "idle")
+
+
+def test_priority_orders_the_work(sync_env, tmp_path):
+    env = sync_env
+    low = env.publish(LOCAL_ID, "low", files=3)
+    high = env.publish(LOCAL_ID, "high", files=3, priority=90)
+    from tests.integration.conftest import write_settings
+
+    write_settings(env.settings_path, env.roots, workers_per_site=1)
+    from app.settings import load_settings
+
+    env.settings = load_settings(env.settings_path)
+    engine = env.engine()
+    engine.start()
+    env.wait_for(lambda: len(env.of_type(FileSynced)) == 6)
+    order = [e.repre_id for e in env.of_type(FileSynced)]
+    assert order == [high] * 3 + [low] * 3
+
+
+def test_engine_pause_is_persisted_and_resume_continues(sync_env):
+    env = sync_env
+    repre_id = env.publish(LOCAL_ID, "a", files=2)
+    first = env.engine()
+    first.pause()
+    first.start()
+    time.sleep(1.0)
+    assert first.state == "paused" and not env.of_type(TransferStarted)
+    first.stop()
+    second = env.engine()  # a restart keeps the pause
+    assert second.paused
+    second.start()
+    time.sleep(0.5)
+    assert not env.of_type(TransferStarted)
+    second.resume()
+    env.wait_for(lambda: _all_synced(env, repre_id, "studio"))
+
+
+def test_project_and_representation_pause(sync_env):
+    env = sync_env
+    held = env.publish(LOCAL_ID, "held", files=2)
+    env.store.set_paused("demo", held, "studio", True)
+    engine = env.engine()
+    engine.start()
+    free = env.publish(LOCAL_ID, "free", files=2)
+    env.wait_for(lambda: _all_synced(env, free, "studio"))
+    assert _status(env, held, "studio") is Status.PAUSED
+    engine.pause_project("demo")
+    later_one = env.publish(LOCAL_ID, "later", files=1)
+    time.sleep(1.0)
+    assert not _all_synced(env, later_one, "studio")
+    engine.pause_project("demo", paused=False)
+    engine.pause_representation("demo", held, "studio", paused=False)
+    env.wait_for(lambda: _all_synced(env, later_one, "studio") and _all_synced(env, held, "studio"))
+
+
+class _Slow:
+    """Wraps a real provider so reads take time: makes 'in flight' observable."""
+
+    def __init__(self, provider, delay_s: float, fail_first: int = 0):
+        self._provider = provider
+        self._delay = delay_s
+        self._fail = fail_first
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name):
+        return getattr(self._provider, name)
+
+    def open_reader(self, path, offset=0):
+        with self._lock:
+            if self._fail > 0:
+                self._fail -= 1
+                raise TransientError("simulated network drop")
+        reader = self._provider.open_reader(path, offset)
+        delay = self._delay
+
+        class Reader:
+            def read(self, size):
+                time.sleep(delay)
+                return reader.read(min(size, 256 * 1024))
+
+            def close(self):
+                reader.close()
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                reader.close()
+
+        return Reader()
+
+
+def _slow_factory(delay_s: float, fail_first: int = 0):
+    made = {}
+
+    def factory(kind, site, config):
+        if site not in made:
+            provider = create_provider(kind, site, config)
+            made[site] = _Slow(provider, delay_s, fail_first) if site == LOCAL_ID else provider
+        return made[site]
+
+    return factory
+
+
+def test_pausing_mid_transfer_keeps_partial_data_and_counts_no_try(sync_env):
+    env = sync_env
+    repre_id = env.publish(LOCAL_ID, "big", files=1, size=8 * 1024 * 1024)
+    engine = env.engine(provider_factory=_slow_factory(0.05))
+    engine.start()
+    env.wait_for(lambda: env.of_type(TransferStarted))
+    time.sleep(0.6)  # some chunks written
+    engine.pause_representation("demo", repre_id, "studio")
+    env.wait_for(lambda: engine.in_flight == 0)
+    repre = env.store.get_representation("demo", repre_id)
+    state = repre.files[0].site("studio")
+    assert state.tries == 0 and state.created_dt is None and state.lease_owner is None
+    assert len(env.part_files()) == 1 and env.part_files()[0].stat().st_size > 0
+    assert not env.of_type(FileFailed)
+    engine.pause_representation("demo", repre_id, "studio", paused=False)
+    env.wait_for(lambda: _all_synced(env, repre_id, "studio"), timeout=60)
+    resumed = [e.resumed_from for e in env.of_type(TransferStarted)]
+    assert resumed[0] == 0 and resumed[-1] > 0
+    assert env.same_bytes(repre.files[0].path, LOCAL_ID, "studio")
+    assert env.part_files() == []
+
+
+def test_transient_errors_back_off_then_succeed(sync_env):
+    env = sync_env
+    repre_id = env.publish(LOCAL_ID, "flaky", files=1)
+    engine = env.engine(provider_factory=_slow_factory(0, fail_first=2))
+    engine.start()
+    env.wait_for(lambda: _all_synced(env, repre_id, "studio"))
+    failures = env.of_type(FileFailed)
+    assert [f.tries for f in failures] == [1, 2]
+    assert all(not f.permanent and f.next_attempt_dt > f.at for f in failures)
+    assert "network drop" in failures[0].error
+    state = env.store.get_representation("demo", repre_id).files[0].site("studio")
+    assert state.tries == 0 and state.error is None  # success clears the failure record
+
+
+def test_retry_cnt_stops_retrying(sync_env):
+    env = sync_env
+    repre_id = env.publish(LOCAL_ID, "doomed", files=1)
+    engine = env.engine(provider_factory=_slow_factory(0, fail_first=100))
+    engine.start()
+    env.wait_for(lambda: _status(env, repre_id, "studio") is Status.FAILED, timeout=30)
+    time.sleep(1.5)
+    state = env.store.get_representation("demo", repre_id).files[0].site("studio")
+    assert state.tries == 3 and "network drop" in state.error
+    assert len(env.of_type(FileFailed)) == 3 and env.of_type(FileFailed)[-1].permanent
+
+
+def test_missing_source_fails_permanently_and_reset_retries(sync_env):
+    env = sync_env
+    repre_id = env.publish(LOCAL_ID, "gone", files=1)
+    repre = env.store.get_representation("demo", repre_id)
+    source = env.roots[LOCAL_ID] / repre.files[0].path.replace("{root[work]}/", "")
+    data = source.read_bytes()
+    source.unlink()
+    engine = env.engine()
+    engine.start()
+    env.wait_for(lambda: _status(env, repre_id, "studio") is Status.FAILED)
+    state = env.store.get_representation("demo", repre_id).files[0].site("studio")
+    assert state.tries == 1 and state.permanent and "missing" in state.error.lower()
+    source.write_bytes(data)
+    env.store.reset_site("demo", repre_id, "studio")
+    engine.sync_now()
+    env.wait_for(lambda: _all_synced(env, repre_id, "studio"))
+
+
+def test_changed_source_is_refused(sync_env):
+    env = sync_env
+    repre_id = env.publish(LOCAL_ID, "edited", files=1, size=5000)
+    repre = env.store.get_representation("demo", repre_id)
+    source = env.roots[LOCAL_ID] / repre.files[0].path.replace("{root[work]}/", "")
+    source.write_bytes(b"x" * 7000)  # edited after publishing
+    engine = env.engine()
+    engine.start()
+    env.wait_for(lambda: _status(env, repre_id, "studio") is Status.FAILED)
+    state = env.store.get_representation("demo", repre_id).files[0].site("studio")
+    assert "changed after it was published" in state.error
+    target = env.roots["studio"] / repre.files[0].path.replace("{root[work]}/", "")
+    assert not target.exists() and env.part_files() == []
