@@ -1,0 +1,1350 @@
+"""SqliteStore: the embedded default store, one SQLite file shared by threads and processes.
+
+Why it looks the way it does:
+
+* **Normalised tables** (``projects``, ``representations``, ``files``, ``file_sites``)
+  instead of one JSON blob per representation, so a claim or a progress update rewrites
+  one small row, and the hot queries (work for a site pair, the summary table) are plain
+  indexed joins. Fields of an imported OpenPype document that have no column (``data``,
+  ``schema``, unknown keys on files and site entries) are kept as Extended JSON beside the
+  row, so :meth:`SqliteStore.get_document` gives the document back.
+* **WAL mode** lets readers (the UI paging the summary) run while an engine writes, and
+  several processes share the file. Every write is one short ``BEGIN IMMEDIATE``
+  transaction: taking the write lock up front means the ``busy_timeout`` wait applies and a
+  read-then-write can never deadlock on a lock upgrade.
+* **One connection per thread** (:class:`threading.local`): the engine calls the store
+  from many worker threads and an sqlite3 connection must not be shared mid-transaction.
+* **Claims are conditional UPDATEs** whose WHERE clause holds every "still claimable"
+  condition; the row count says who won, atomically across processes.
+* **Statuses come from :mod:`app.status`**: :func:`app.status.site_status_code` is
+  registered as the SQL function ``sitesync_status`` and combined with the ranks of
+  :class:`app.model.Status`, so SQL never restates a status rule.
+* **Times** are REAL epoch seconds (UTC); they come back as aware UTC datetimes.
+* The schema is versioned with ``PRAGMA user_version`` and upgraded by ``_MIGRATIONS``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from bson import ObjectId
+from bson.errors import InvalidId
+from bson.json_util import JSONMode, JSONOptions
+from bson.json_util import dumps as _bson_dumps
+from bson.json_util import loads as _bson_loads
+
+from app.errors import DocumentError, StoreUnavailableError
+from app.model import (
+    DEFAULT_PRIORITY,
+    Claim,
+    Direction,
+    FileDetail,
+    FileRecord,
+    ProjectInfo,
+    Representation,
+    SideSummary,
+    SiteState,
+    Status,
+    SummaryPage,
+    SummaryQuery,
+    SummaryRow,
+    WorkItem,
+)
+from app.status import combine, site_status, site_status_code
+from app.store.base import Store
+from app.store.docs import SITESYNC_KEYS, parse_representation, representation_to_doc
+
+__all__ = ["SCHEMA_VERSION", "SqliteStore"]
+
+#: Seconds a writer waits for another process's write lock before giving up.
+BUSY_TIMEOUT_S = 10.0
+#: How often :meth:`SqliteStore.wait_for_change` looks for commits by other processes.
+POLL_INTERVAL_S = 0.075
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+# -- schema ---------------------------------------------------------------------------------
+
+_SCHEMA_V1 = (
+    """
+    CREATE TABLE projects (
+        name TEXT PRIMARY KEY,
+        code TEXT NOT NULL DEFAULT '',
+        paused INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL
+    )
+    """,
+    # seq (the rowid) is the representation's age; ids are unique per project, like an
+    # OpenPype project collection.
+    """
+    CREATE TABLE representations (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL,
+        project TEXT NOT NULL REFERENCES projects (name),
+        parent TEXT,
+        name TEXT NOT NULL DEFAULT '',
+        asset TEXT NOT NULL DEFAULT '',
+        subset TEXT NOT NULL DEFAULT '',
+        version INTEGER,
+        representation TEXT NOT NULL DEFAULT '',
+        context_json TEXT NOT NULL DEFAULT '{}',
+        extra_json TEXT,
+        created_at REAL,
+        UNIQUE (project, id)
+    )
+    """,
+    # Summary paging walks one project's representations in age order.
+    "CREATE INDEX representations_by_project ON representations (project, seq)",
+    """
+    CREATE TABLE files (
+        seq INTEGER PRIMARY KEY,
+        repre_seq INTEGER NOT NULL REFERENCES representations (seq) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        id TEXT NOT NULL,
+        path TEXT NOT NULL,
+        size INTEGER NOT NULL DEFAULT 0,
+        hash TEXT NOT NULL DEFAULT '',
+        extra_json TEXT,
+        UNIQUE (repre_seq, position),
+        UNIQUE (repre_seq, id)
+    )
+    """,
+    # One row per `files[].sites[]` entry; rowid order is the entry order in the document.
+    """
+    CREATE TABLE file_sites (
+        file_seq INTEGER NOT NULL REFERENCES files (seq) ON DELETE CASCADE,
+        site TEXT NOT NULL,
+        created_dt REAL,
+        provider_id TEXT,
+        tries INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        last_failed_dt REAL,
+        progress REAL,
+        paused INTEGER NOT NULL DEFAULT 0,
+        priority INTEGER,
+        lease_owner TEXT,
+        lease_until REAL,
+        checksum TEXT,
+        next_attempt_dt REAL,
+        permanent INTEGER NOT NULL DEFAULT 0,
+        extra_json TEXT,
+        PRIMARY KEY (file_seq, site)
+    )
+    """,
+    # find_work starts from the (usually few) queued entries of one site; available
+    # entries, the vast majority, are not in this index at all.
+    """
+    CREATE INDEX file_sites_queued ON file_sites (site, file_seq)
+    WHERE created_dt IS NULL
+    """,
+)
+
+#: Each item upgrades the schema by one version; never edit a released item, append.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (_SCHEMA_V1,)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+# -- SQL fragments ----------------------------------------------------------------------------
+
+_SITE_COLUMNS = (
+    "site", "created_dt", "provider_id", "tries", "error", "last_failed_dt", "progress",
+    "paused", "priority", "lease_owner", "lease_until", "checksum", "next_attempt_dt",
+    "permanent", "extra_json",
+)
+
+#: A fresh queued entry: everything but `name` and `priority` goes (OpenPype's re-sync).
+_RESET_ENTRY = """
+    created_dt = NULL, provider_id = NULL, tries = 0, error = NULL, last_failed_dt = NULL,
+    progress = NULL, paused = 0, lease_owner = NULL, lease_until = NULL, checksum = NULL,
+    next_attempt_dt = NULL, permanent = 0, extra_json = NULL
+"""
+
+_REPRE_FILES = "SELECT seq FROM files WHERE repre_seq = :repre_seq"
+
+#: The target entry of a claim, located by the ids a WorkItem carries.
+_CLAIM_TARGET = """
+    rowid = (
+        SELECT tgt.rowid FROM representations AS r
+        JOIN files AS f ON f.repre_seq = r.seq
+        JOIN file_sites AS tgt ON tgt.file_seq = f.seq AND tgt.site = :target
+        WHERE r.project = :project AND r.id = :repre_id AND f.id = :file_id
+    )
+"""
+
+#: Still held by this claim: same owner and the very lease this claim wrote. A lease that
+#: expired and was taken over has another owner or another lease_until (the same owner
+#: name after a restart gets a new lease_until), so a late result cannot overwrite it.
+_HELD = (
+    _CLAIM_TARGET
+    + " AND lease_owner = :owner AND lease_until = :held_until AND created_dt IS NULL"
+)
+
+_FIND_WORK_SQL = """
+SELECT r.id AS repre_id, f.id AS file_id, f.path AS path, f.size AS size, f.hash AS hash,
+       src.site AS source_site, tgt.site AS target_site, tgt.tries AS tries,
+       src.checksum AS source_checksum,
+       COALESCE(
+           CASE WHEN tgt.site = :active THEN tgt.priority ELSE src.priority END,
+           CASE WHEN tgt.site = :active THEN src.priority ELSE tgt.priority END,
+           :default_priority
+       ) AS priority
+FROM file_sites AS tgt
+JOIN file_sites AS src
+     ON src.file_seq = tgt.file_seq
+    AND src.site = CASE WHEN tgt.site = :active THEN :remote ELSE :active END
+JOIN files AS f ON f.seq = tgt.file_seq
+JOIN representations AS r ON r.seq = f.repre_seq
+JOIN projects AS p ON p.name = r.project
+WHERE tgt.site IN (:active, :remote)
+  AND tgt.created_dt IS NULL
+  AND tgt.paused = 0
+  AND tgt.permanent = 0
+  AND tgt.tries < :retry_cnt
+  AND (tgt.next_attempt_dt IS NULL OR tgt.next_attempt_dt <= :now)
+  AND (tgt.lease_until IS NULL OR tgt.lease_until <= :now)
+  AND src.created_dt IS NOT NULL
+  AND src.paused = 0
+  AND r.project = :project
+  AND p.paused = 0
+ORDER BY priority DESC, r.seq, f.position
+LIMIT :limit
+"""
+
+_CLAIM_SQL = """
+UPDATE file_sites SET lease_owner = :owner, lease_until = :lease_until
+WHERE rowid = (
+    SELECT tgt.rowid FROM representations AS r
+    JOIN projects AS p ON p.name = r.project
+    JOIN files AS f ON f.repre_seq = r.seq
+    JOIN file_sites AS tgt ON tgt.file_seq = f.seq AND tgt.site = :target
+    JOIN file_sites AS src ON src.file_seq = f.seq AND src.site = :source
+    WHERE r.project = :project AND r.id = :repre_id AND f.id = :file_id
+      AND p.paused = 0
+      AND tgt.created_dt IS NULL AND tgt.paused = 0 AND tgt.permanent = 0
+      AND tgt.tries = :tries
+      AND (tgt.next_attempt_dt IS NULL OR tgt.next_attempt_dt <= :now)
+      AND (tgt.lease_until IS NULL OR tgt.lease_until <= :now)
+      AND src.created_dt IS NOT NULL AND src.paused = 0
+)
+"""
+
+
+def _find_work_query(
+    project: str, active_site: str, remote_site: str, retry_cnt: int, now: datetime, limit: int
+) -> tuple[str, dict[str, Any]]:
+    """The find_work statement and its parameters (tests EXPLAIN it)."""
+    return _FIND_WORK_SQL, {
+        "project": project,
+        "active": active_site,
+        "remote": remote_site,
+        "retry_cnt": retry_cnt,
+        "now": _ts(now),
+        "limit": limit,
+        "default_priority": DEFAULT_PRIORITY,
+    }
+
+
+# -- summary SQL ------------------------------------------------------------------------------
+
+_BY_RANK = {status.rank: status for status in Status}
+#: app.status.site_status_code as the SQL function ``sitesync_status``. Memoised because a
+#: summary page calls it for every file on both sides with only a handful of distinct
+#: inputs, and it is pure; this roughly halves the time spent in Python per page.
+_status_code_udf = functools.lru_cache(maxsize=4096)(site_status_code)
+#: Status code -> rank, written out from the enum so SQL aggregates by urgency without
+#: knowing any status rule (min rank wins, as in status.combine).
+_RANK_CASE = "CASE {} " + " ".join(f"WHEN {s.value} THEN {s.rank}" for s in Status) + " END"
+#: One pass counting rows per rank (a GROUP BY would sort every row).
+_RANK_COUNTS = ", ".join(
+    f"COALESCE(SUM(MIN(a_rank, b_rank) = {rank}), 0) AS n{rank}" for rank in sorted(_BY_RANK)
+)
+
+
+def _side_rank_sql(alias: str) -> str:
+    """Rank of one file on one side, via the registered app.status.site_status_code."""
+    call = (
+        f"sitesync_status({alias}.file_seq IS NOT NULL, {alias}.created_dt IS NOT NULL, "
+        f"{alias}.paused, {alias}.tries, {alias}.permanent, {alias}.lease_until, "
+        f"{alias}.progress IS NOT NULL AND {alias}.lease_owner IS NULL, :retry_cnt, :now)"
+    )
+    return _RANK_CASE.format(call)
+
+
+def _side_progress_sql(alias: str) -> str:
+    """app.status.site_progress as SQL: 1 when available, the clamped fraction while
+    moving, 0 otherwise (no entry included). Kept equal by a parity test in
+    tests/unit/store/test_sqlite.py; a Python call per file would double the page time."""
+    return (
+        f"CASE WHEN {alias}.created_dt IS NOT NULL THEN 1.0 "
+        f"WHEN {alias}.progress IS NOT NULL THEN MAX(0.0, MIN(1.0, {alias}.progress)) "
+        "ELSE 0.0 END"
+    )
+
+
+def _side_aggregates_sql(alias: str) -> str:
+    """One side of a representation: combined status rank, mean progress, latest date
+    (available, else last failure) and total tries; a file without an entry counts as
+    Not available with progress 0."""
+    return (
+        f"MIN({_side_rank_sql(alias)}) AS {alias}_rank, "
+        f"AVG({_side_progress_sql(alias)}) AS {alias}_progress, "
+        f"MAX(COALESCE({alias}.created_dt, {alias}.last_failed_dt)) AS {alias}_dt, "
+        f"COALESCE(SUM({alias}.tries), 0) AS {alias}_tries"
+    )
+
+
+def _latest_error_sql(site_param: str) -> str:
+    """Error text of the most recently failed file on a side; evaluated for page rows only."""
+    return f"""(
+        SELECT fs.error FROM files AS ef
+        JOIN file_sites AS fs ON fs.file_seq = ef.seq AND fs.site = :{site_param}
+        WHERE ef.repre_seq = p.seq AND fs.error IS NOT NULL
+        ORDER BY fs.last_failed_dt DESC, ef.position LIMIT 1
+    )"""
+
+
+_TEXT_FILTER = """
+  AND (instr(sitesync_fold(r.asset), :needle) > 0
+       OR instr(sitesync_fold(r.subset), :needle) > 0
+       OR instr(sitesync_fold(r.representation), :needle) > 0
+       OR r.id = :raw_text)
+"""
+
+_SORT_COLUMNS = {
+    "asset": "asset",
+    "subset": "subset",
+    "version": "version",
+    "representation": "representation",
+    "files_count": "files_count",
+    "size": "size",
+    "priority": "priority",
+    "status": "rank",
+    "active_dt": "a_dt",
+    "remote_dt": "b_dt",
+    "created": "seq",
+}
+
+
+def _summary_sql(text_filter: bool, rank_count: int, sort_key: str, descending: bool) -> str:
+    """One statement: aggregate every representation once (MATERIALIZED), count rows by
+    status rank, cut the page.
+
+    ``a`` is the active site, ``b`` the remote one; a row's rank is the lower (more
+    urgent) of its two sides. The single row of counts is LEFT JOINed to the page so an
+    empty page still carries the counts; the per-row extras (first path, latest error)
+    are computed after LIMIT, for page rows only. Ties sort by seq (age) so pages never
+    overlap.
+    """
+    if sort_key not in _SORT_COLUMNS:
+        keys = ", ".join(_SORT_COLUMNS)
+        raise ValueError(f"unknown sort key {sort_key!r}; use one of: {keys}")
+    direction = "DESC" if descending else "ASC"
+    order = f"{_SORT_COLUMNS[sort_key]} {direction}, seq {direction}"
+    ranks = ", ".join(f":rank{i}" for i in range(rank_count))
+    rank_filter = f"MIN(a_rank, b_rank) IN ({ranks})" if rank_count else "1"
+    return f"""
+WITH per_repre AS MATERIALIZED (
+    SELECT r.seq AS seq, r.id AS id, r.asset AS asset, r.subset AS subset,
+           r.version AS version, r.representation AS representation,
+           COUNT(*) AS files_count, COALESCE(SUM(f.size), 0) AS size,
+           MAX(COALESCE(a.priority, b.priority, :default_priority)) AS priority,
+           {_side_aggregates_sql("a")},
+           {_side_aggregates_sql("b")}
+    FROM representations AS r
+    JOIN files AS f ON f.repre_seq = r.seq
+    LEFT JOIN file_sites AS a ON a.file_seq = f.seq AND a.site = :active
+    LEFT JOIN file_sites AS b ON b.file_seq = f.seq AND b.site = :remote
+    WHERE r.project = :project {_TEXT_FILTER if text_filter else ""}
+    GROUP BY r.seq
+    HAVING COUNT(a.file_seq) + COUNT(b.file_seq) > 0
+),
+counts AS (SELECT {_RANK_COUNTS} FROM per_repre),
+page AS (
+    SELECT *, MIN(a_rank, b_rank) AS rank FROM per_repre WHERE {rank_filter}
+    ORDER BY {order} LIMIT :limit OFFSET :offset
+)
+SELECT c.*, p.*,
+       (SELECT path FROM files WHERE repre_seq = p.seq ORDER BY position LIMIT 1)
+           AS first_path,
+       {_latest_error_sql("active")} AS a_error,
+       {_latest_error_sql("remote")} AS b_error
+FROM counts AS c LEFT JOIN page AS p ON 1
+ORDER BY {order}
+"""
+
+
+# -- small conversions ------------------------------------------------------------------------
+
+_JSON = JSONOptions(json_mode=JSONMode.RELAXED, tz_aware=True, tzinfo=UTC)
+_DOC_COLUMNS = frozenset({"_id", "parent", "name", "context", "files", "sitesync_created_dt"})
+_FILE_COLUMNS = frozenset({"_id", "path", "size", "hash", "sites"})
+_ENTRY_COLUMNS = frozenset(
+    {"name", "created_dt", "id", "tries", "error", "last_failed_dt", "progress", "paused",
+     "priority", *SITESYNC_KEYS}
+)
+
+
+def _ts(value: datetime | None) -> float | None:
+    """Epoch seconds; a naive datetime is taken as UTC (the codec's rule)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()
+
+
+def _dt(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, tz=UTC)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _dump_json(value: Mapping[str, Any] | None) -> str | None:
+    """Extended JSON (MongoDB's own text form) so dates and ObjectIds come back typed;
+    anything JSON cannot hold is kept as its text rather than refused."""
+    if not value:
+        return None
+    return _bson_dumps(value, json_options=_JSON, default=str)
+
+
+def _load_json(text: str | None) -> dict[str, Any]:
+    return {} if not text else dict(_bson_loads(text, json_options=_JSON))
+
+
+def _fold(value: str | None) -> str:
+    """Unicode case folding for the text filter (SQLite's lower() is ASCII only)."""
+    return "" if value is None else str(value).casefold()
+
+
+def _created_from_id(repre: Representation) -> datetime | None:
+    """Age of a representation: its own date, else its ObjectId's time (what pymongo gives
+    the Mongo store for the same document), else unknown."""
+    if repre.created_dt is not None:
+        return repre.created_dt
+    try:
+        return ObjectId(repre.id).generation_time
+    except (InvalidId, TypeError):
+        return None
+
+
+def _site_from_row(row: sqlite3.Row) -> SiteState:
+    return SiteState(
+        name=row["site"],
+        created_dt=_dt(row["created_dt"]),
+        id=row["provider_id"],
+        tries=row["tries"],
+        error=row["error"],
+        last_failed_dt=_dt(row["last_failed_dt"]),
+        progress=row["progress"],
+        paused=bool(row["paused"]),
+        priority=row["priority"],
+        lease_owner=row["lease_owner"],
+        lease_until=_dt(row["lease_until"]),
+        checksum=row["checksum"],
+        next_attempt_dt=_dt(row["next_attempt_dt"]),
+        permanent=bool(row["permanent"]),
+    )
+
+
+def _site_values(file_seq: int, state: SiteState, extra: Mapping[str, Any] | None) -> tuple:
+    return (
+        file_seq, state.name, _ts(state.created_dt), state.id, state.tries, state.error,
+        _ts(state.last_failed_dt), state.progress, int(state.paused), state.priority,
+        state.lease_owner, _ts(state.lease_until), state.checksum,
+        _ts(state.next_attempt_dt), int(state.permanent), _dump_json(extra),
+    )
+
+
+# -- imported-document extras ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Extras:
+    """Fields of an OpenPype document that have no column, by level."""
+
+    doc: dict[str, Any] = field(default_factory=dict)
+    files: tuple[dict[str, Any], ...] = ()
+    sites: tuple[dict[str, dict[str, Any]], ...] = ()
+
+    def file(self, position: int) -> dict[str, Any]:
+        return self.files[position] if position < len(self.files) else {}
+
+    def site(self, position: int, name: str) -> dict[str, Any]:
+        by_name = self.sites[position] if position < len(self.sites) else {}
+        return by_name.get(name, {})
+
+    @classmethod
+    def of(cls, doc: Mapping[str, Any]) -> _Extras:
+        """Called only after parse_representation accepted ``doc``, so shapes are valid."""
+        files = [f for f in doc.get("files") or [] if isinstance(f, Mapping)]
+        return cls(
+            doc={k: v for k, v in doc.items() if k not in _DOC_COLUMNS},
+            files=tuple({k: v for k, v in f.items() if k not in _FILE_COLUMNS} for f in files),
+            sites=tuple(_entry_extras(f.get("sites")) for f in files),
+        )
+
+
+def _entry_extras(raw: Any) -> dict[str, dict[str, Any]]:
+    """Unknown keys of each site entry, by site name; the first entry of a name wins,
+    as in docs.parse_sites."""
+    if isinstance(raw, Mapping):
+        pairs = [(str(name), entry or {}) for name, entry in raw.items()]
+    elif isinstance(raw, list):
+        pairs = [(e.get("name"), e) for e in raw if isinstance(e, Mapping)]
+    else:
+        return {}
+    extras: dict[str, dict[str, Any]] = {}
+    for name, entry in pairs:
+        if isinstance(name, str) and name not in extras:
+            extras[name] = {k: v for k, v in entry.items() if k not in _ENTRY_COLUMNS}
+    return extras
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    repre: Representation
+    extras: _Extras
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+_ERROR_TEXTS: dict[int, tuple[str, str]] = {
+    sqlite3.SQLITE_BUSY: (
+        "the SiteSync database {path} stayed locked for more than {timeout:.0f} s",
+        "another process holds a long write; SiteSync retries on its own. If this keeps "
+        "happening, look for a hung process using the file",
+    ),
+    sqlite3.SQLITE_CANTOPEN: (
+        "cannot open the SiteSync database {path}",
+        "make sure its folder exists and this user may write there, or choose another "
+        "database path in the settings",
+    ),
+    sqlite3.SQLITE_READONLY: (
+        "the SiteSync database {path} is read-only",
+        "give this user write access to the file and its folder (SQLite writes -wal and "
+        "-shm files next to it)",
+    ),
+    sqlite3.SQLITE_IOERR: (
+        "disk I/O error on the SiteSync database {path}",
+        "check the disk holding it; the database must be on a local disk, not a network share",
+    ),
+    sqlite3.SQLITE_FULL: (
+        "the disk holding the SiteSync database {path} is full",
+        "free some space on that disk",
+    ),
+    sqlite3.SQLITE_NOTADB: (
+        "{path} is not a SiteSync database (not SQLite, encrypted or damaged)",
+        "point SiteSync at the right file, or move this one away to start a new database",
+    ),
+}
+_ERROR_TEXTS[sqlite3.SQLITE_LOCKED] = _ERROR_TEXTS[sqlite3.SQLITE_BUSY]
+_ERROR_TEXTS[sqlite3.SQLITE_PERM] = _ERROR_TEXTS[sqlite3.SQLITE_READONLY]
+_ERROR_TEXTS[sqlite3.SQLITE_CORRUPT] = _ERROR_TEXTS[sqlite3.SQLITE_NOTADB]
+
+
+def _unavailable(path: Path, exc: sqlite3.Error) -> StoreUnavailableError:
+    """A driver error as the contract's error kind, naming the file and the fix."""
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    what, fix = _ERROR_TEXTS.get(code, ("SQLite error on the SiteSync database {path}", ""))
+    message = what.format(path=path, timeout=BUSY_TIMEOUT_S) + f" ({exc})"
+    return StoreUnavailableError(f"{message}. Fix: {fix}" if fix else message)
+
+
+def _guarded(
+    method: Callable[Concatenate[SqliteStore, _P], _R],
+) -> Callable[Concatenate[SqliteStore, _P], _R]:
+    """Let no sqlite3 exception out of a public method (the store contract)."""
+
+    @functools.wraps(method)
+    def wrapper(self: SqliteStore, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise _unavailable(self.path, exc) from exc
+
+    return wrapper
+
+
+# -- change notification -------------------------------------------------------------------------
+
+
+class _Notifier:
+    """Per-file, in-process wake-up: bumped after every local commit that changed rows.
+
+    ``PRAGMA data_version`` covers other processes but is only polled; this lets a
+    waiter in the same process wake at once.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.counter = 0
+
+    def bump(self) -> None:
+        with self._cond:
+            self.counter += 1
+            self._cond.notify_all()
+
+    def wait_past(self, seen: int, timeout_s: float) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self.counter != seen, timeout_s)
+
+
+_NOTIFIERS: weakref.WeakValueDictionary[str, _Notifier] = weakref.WeakValueDictionary()
+_NOTIFIERS_LOCK = threading.Lock()
+
+
+def _notifier_for(path: Path) -> _Notifier:
+    key = os.path.realpath(path)
+    with _NOTIFIERS_LOCK:
+        notifier = _NOTIFIERS.get(key)
+        if notifier is None:
+            notifier = _NOTIFIERS[key] = _Notifier()
+        return notifier
+
+
+@dataclass(frozen=True)
+class _Marker:
+    data_version: int
+    local: int
+
+
+class _Handle:
+    """Holds one thread's connection; weakly tracked so a finished thread's connection is
+    closed by garbage collection, and close() can still reach the live ones."""
+
+    __slots__ = ("__weakref__", "conn")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
+# -- the store ------------------------------------------------------------------------------------
+
+
+class SqliteStore(Store):
+    """The store on one SQLite file; safe for many threads and several processes.
+
+    ``synchronous=NORMAL``: with WAL a commit is atomic and survives a process crash; only
+    a power cut can lose the last commits, and losing a `record_success` just means the
+    file is copied again. FULL would fsync on every progress update for no real gain.
+    """
+
+    kind = "sqlite"
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        text = os.fspath(path)
+        if text == ":memory:" or text.startswith("file:"):
+            raise ValueError("SqliteStore needs a file path; every thread opens the file itself")
+        self.path = Path(text)
+        self._local = threading.local()
+        self._handles: weakref.WeakSet[_Handle] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._notifier = _notifier_for(self.path)
+        self._watch: sqlite3.Connection | None = None
+        self._watch_lock = threading.Lock()
+        try:
+            self._open_database()
+        except sqlite3.Error as exc:
+            self.close()
+            raise _unavailable(self.path, exc) from exc
+        except BaseException:
+            self.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({str(self.path)!r})"
+
+    # -- connections and transactions ------------------------------------------------------------
+
+    def _open_database(self) -> None:
+        conn = self._conn()
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreUnavailableError(
+                f"the SiteSync database {self.path} cannot use WAL mode (got {mode!r}). "
+                "Fix: keep the database on a local disk"
+            )
+        self._migrate(conn)
+        self._watch = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.create_function("sitesync_status", 9, _status_code_udf, deterministic=True)
+            conn.create_function("sitesync_fold", 1, _fold, deterministic=True)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        """This thread's connection, opened on first use."""
+        if self._closed:
+            raise StoreUnavailableError(f"the SiteSync store on {self.path} is closed")
+        handle = getattr(self._local, "handle", None)
+        if handle is None:
+            handle = _Handle(self._connect())
+            self._local.handle = handle
+            with self._lock:
+                self._handles.add(handle)
+        return handle.conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, write lock taken up front; wakes local waiters if it
+        changed anything."""
+        conn = self._conn()
+        before = conn.total_changes
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            _rollback(conn)
+            raise
+        if conn.total_changes != before:
+            self._notifier.bump()
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction, so several SELECTs see one snapshot."""
+        conn = self._conn()
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            _rollback(conn)
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+            return
+        with self._write() as wconn:  # another process may be migrating: re-read under lock
+            version = wconn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreUnavailableError(
+                    f"the SiteSync database {self.path} has schema version {version}, newer "
+                    f"than this SiteSync understands ({SCHEMA_VERSION}). Fix: upgrade "
+                    "SiteSync, or use another database file"
+                )
+            for statements in _MIGRATIONS[version:]:
+                for statement in statements:
+                    wconn.execute(statement)
+            wconn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every thread's connection; later calls raise StoreUnavailableError."""
+        self._closed = True
+        with self._lock:
+            handles = list(self._handles)
+            self._handles.clear()
+        for handle in handles:
+            handle.conn.close()
+        with self._watch_lock:
+            if self._watch is not None:
+                self._watch.close()
+                self._watch = None
+
+    @_guarded
+    def ping(self) -> None:
+        self._conn().execute("SELECT COUNT(*) FROM projects").fetchone()
+
+    # -- projects ----------------------------------------------------------------------------------
+
+    @_guarded
+    def ensure_project(self, name: str, code: str = "") -> None:
+        with self._write() as conn:
+            self._ensure_project(conn, name, code)
+
+    @staticmethod
+    def _ensure_project(conn: sqlite3.Connection, name: str, code: str) -> None:
+        conn.execute(
+            """
+            INSERT INTO projects (name, code, created_at) VALUES (?, ?, ?)
+            ON CONFLICT (name) DO UPDATE SET code = excluded.code
+            WHERE projects.code = '' AND excluded.code != ''
+            """,
+            (name, code or "", time.time()),
+        )
+
+    @_guarded
+    def list_projects(self) -> list[ProjectInfo]:
+        rows = self._conn().execute(
+            """
+            SELECT p.name, p.code, p.paused,
+                   (SELECT COUNT(*) FROM representations WHERE project = p.name) AS n
+            FROM projects AS p ORDER BY p.name
+            """
+        )
+        return [
+            ProjectInfo(name=r["name"], code=r["code"], paused=bool(r["paused"]),
+                        representations=r["n"])
+            for r in rows
+        ]
+
+    @_guarded
+    def set_project_paused(self, project: str, paused: bool) -> None:
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE projects SET paused = ? WHERE name = ?", (int(paused), project)
+            )
+            if cursor.rowcount == 0:
+                raise KeyError(f"unknown project {project!r}")
+
+    @staticmethod
+    def _require_project(conn: sqlite3.Connection, project: str) -> None:
+        if conn.execute("SELECT 1 FROM projects WHERE name = ?", (project,)).fetchone() is None:
+            raise KeyError(f"unknown project {project!r}")
+
+    # -- representations ---------------------------------------------------------------------------
+
+    @_guarded
+    def insert_representation(self, repre: Representation) -> str:
+        if not repre.id:
+            repre = replace(repre, id=str(ObjectId()))
+        with self._write() as conn:
+            self._ensure_project(conn, repre.project, "")
+            self._insert(conn, repre, _Extras())
+        return repre.id
+
+    @_guarded
+    def insert_document(self, project: str, doc: dict) -> str:
+        """Import an OpenPype document; a document without `_id` gets one, as in MongoDB."""
+        if doc.get("_id") is None:
+            doc = {**doc, "_id": ObjectId()}
+        repre = parse_representation(doc, project)  # DocumentError: nothing written
+        extras = _Extras.of(doc)
+        with self._write() as conn:
+            self._ensure_project(conn, project, "")
+            self._insert(conn, repre, extras)
+        return repre.id
+
+    def _insert(self, conn: sqlite3.Connection, repre: Representation, extras: _Extras) -> None:
+        self._check_insertable(conn, repre)
+        repre_seq = conn.execute(
+            """
+            INSERT INTO representations (id, project, parent, name, asset, subset, version,
+                                         representation, context_json, extra_json, created_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """,
+            (repre.id, repre.project, repre.parent, repre.name, repre.asset, repre.subset,
+             repre.version, repre.representation, _dump_json(repre.context) or "{}",
+             _dump_json(extras.doc), _ts(_created_from_id(repre))),
+        ).lastrowid
+        for position, record in enumerate(repre.files):
+            self._insert_file(conn, repre_seq, position, record, extras)
+
+    @staticmethod
+    def _check_insertable(conn: sqlite3.Connection, repre: Representation) -> None:
+        """Refuse what the unique constraints would, with a message an admin can act on."""
+        exists = conn.execute(
+            "SELECT 1 FROM representations WHERE project = ? AND id = ?",
+            (repre.project, repre.id),
+        ).fetchone()
+        if exists:
+            raise DocumentError(
+                f"representation {repre.id} already exists in project {repre.project!r}; "
+                "SiteSync keeps the stored one. Use the site actions to change it"
+            )
+        ids = [f.id for f in repre.files]
+        if len(set(ids)) != len(ids):
+            raise DocumentError(
+                f"representation {repre.id} in project {repre.project!r} lists a file _id "
+                "twice, so its files cannot be told apart. Fix the document or republish it"
+            )
+
+    @staticmethod
+    def _insert_file(
+        conn: sqlite3.Connection, repre_seq: int, position: int, record: FileRecord,
+        extras: _Extras,
+    ) -> None:
+        file_seq = conn.execute(
+            """
+            INSERT INTO files (repre_seq, position, id, path, size, hash, extra_json)
+            VALUES (?, ?, ?, ?, ?, ?, ?)
+            """,
+            (repre_seq, position, record.id, record.path, record.size, record.hash,
+             _dump_json(extras.file(position))),
+        ).lastrowid
+        conn.executemany(
+            f"INSERT INTO file_sites (file_seq, {', '.join(_SITE_COLUMNS)}) "
+            f"VALUES ({', '.join('?' * (len(_SITE_COLUMNS) + 1))})",
+            [_site_values(file_seq, s, extras.site(position, s.name)) for s in record.sites],
+        )
+
+    @_guarded
+    def get_representation(self, project: str, repre_id: str) -> Representation:
+        with self._read() as conn:
+            return self._load(conn, project, repre_id).repre
+
+    @_guarded
+    def get_document(self, project: str, repre_id: str) -> dict[str, Any]:
+        """The representation as an OpenPype document (list-form `sites`), with every field
+        an imported document had that SiteSync has no column for. SQLite store only: this is
+        what an export to MongoDB writes."""
+        with self._read() as conn:
+            loaded = self._load(conn, project, repre_id)
+        doc = representation_to_doc(loaded.repre)
+        doc.update(loaded.extras.doc)
+        for position, file_doc in enumerate(doc["files"]):
+            file_doc.update(loaded.extras.file(position))
+            for entry in file_doc["sites"]:
+                entry.update(loaded.extras.site(position, entry["name"]))
+        return doc
+
+    def _load(self, conn: sqlite3.Connection, project: str, repre_id: str) -> _Loaded:
+        row = conn.execute(
+            "SELECT * FROM representations WHERE project = ? AND id = ?", (project, repre_id)
+        ).fetchone()
+        if row is None:
+            self._require_project(conn, project)
+            raise KeyError(f"no representation {repre_id} in project {project!r}")
+        files = conn.execute(
+            "SELECT * FROM files WHERE repre_seq = ? ORDER BY position", (row["seq"],)
+        ).fetchall()
+        entries: dict[int, list[sqlite3.Row]] = {}
+        for entry in conn.execute(
+            """
+            SELECT fs.* FROM file_sites AS fs JOIN files AS f ON f.seq = fs.file_seq
+            WHERE f.repre_seq = ? ORDER BY fs.file_seq, fs.rowid
+            """,
+            (row["seq"],),
+        ):
+            entries.setdefault(entry["file_seq"], []).append(entry)
+        return _assemble(project, row, files, entries)
+
+    @_guarded
+    def count_representations(self, project: str) -> int:
+        conn = self._conn()
+        self._require_project(conn, project)
+        return conn.execute(
+            "SELECT COUNT(*) FROM representations WHERE project = ?", (project,)
+        ).fetchone()[0]
+
+    def _repre_seq(self, conn: sqlite3.Connection, project: str, repre_id: str) -> int:
+        row = conn.execute(
+            "SELECT seq FROM representations WHERE project = ? AND id = ?", (project, repre_id)
+        ).fetchone()
+        if row is None:
+            self._require_project(conn, project)
+            raise KeyError(f"no representation {repre_id} in project {project!r}")
+        return int(row["seq"])
+
+    # -- work and claims -----------------------------------------------------------------------
+
+    @_guarded
+    def find_work(
+        self,
+        project: str,
+        active_site: str,
+        remote_site: str,
+        retry_cnt: int,
+        now: datetime,
+        limit: int = 100,
+        exclude: frozenset[tuple[str, str]] = frozenset(),
+    ) -> list[WorkItem]:
+        """See Store.find_work. ``exclude`` is applied by fetching that many extra rows,
+        which keeps the statement (and its plan) fixed whatever the caller holds."""
+        conn = self._conn()
+        self._require_project(conn, project)
+        if active_site == remote_site or limit <= 0:
+            return []
+        sql, params = _find_work_query(
+            project, active_site, remote_site, retry_cnt, now, limit + len(exclude)
+        )
+        items = []
+        for row in conn.execute(sql, params):
+            if (row["repre_id"], row["file_id"]) in exclude:
+                continue
+            items.append(_work_item(project, remote_site, row))
+            if len(items) == limit:
+                break
+        return items
+
+    @_guarded
+    def claim(
+        self, item: WorkItem, owner: str, lease_until: datetime, now: datetime
+    ) -> Claim | None:
+        """Take the lease if the target is still exactly as ``item`` saw it: queued, not
+        paused, not backing off, same `tries` (so a stale item cannot spend a try another
+        engine already counted), source still available, project not paused, no live lease."""
+        lease_until = _aware(lease_until)
+        params = _item_params(item) | {
+            "source": item.source_site,
+            "owner": owner,
+            "lease_until": _ts(lease_until),
+            "tries": item.tries,
+            "now": _ts(now),
+        }
+        with self._write() as conn:
+            won = conn.execute(_CLAIM_SQL, params).rowcount == 1
+        return Claim(item=item, owner=owner, lease_until=lease_until) if won else None
+
+    @_guarded
+    def extend_lease(self, claim: Claim, lease_until: datetime) -> Claim | None:
+        lease_until = _aware(lease_until)
+        updated = self._update_held(
+            claim, "lease_until = :lease_until", {"lease_until": _ts(lease_until)}
+        )
+        return claim.renewed(lease_until) if updated else None
+
+    @_guarded
+    def release(self, claim: Claim) -> None:
+        """Drop the lease and its progress (progress without a lease reads as OpenPype's
+        own transfer, i.e. In progress)."""
+        self._update_held(claim, "lease_owner = NULL, lease_until = NULL, progress = NULL", {})
+
+    @_guarded
+    def record_progress(self, claim: Claim, progress: float) -> None:
+        self._update_held(claim, "progress = :progress", {"progress": float(progress)})
+
+    @_guarded
+    def record_success(
+        self, claim: Claim, provider_id: str, checksum: str | None, now: datetime
+    ) -> bool:
+        return self._update_held(
+            claim,
+            """
+            created_dt = :now, provider_id = :provider_id, checksum = :checksum, tries = 0,
+            error = NULL, last_failed_dt = NULL, progress = NULL, next_attempt_dt = NULL,
+            permanent = 0, lease_owner = NULL, lease_until = NULL
+            """,
+            {"now": _ts(now), "provider_id": provider_id, "checksum": checksum},
+        )
+
+    @_guarded
+    def record_failure(
+        self,
+        claim: Claim,
+        error: str,
+        now: datetime,
+        next_attempt_dt: datetime | None,
+        permanent: bool = False,
+    ) -> bool:
+        """OpenPype writes `progress: ""` on failure; the column holds NULL, which the
+        codec writes as no key and reads back the same way."""
+        return self._update_held(
+            claim,
+            """
+            tries = tries + 1, error = :error, last_failed_dt = :now, progress = NULL,
+            next_attempt_dt = :next_attempt, permanent = :permanent,
+            lease_owner = NULL, lease_until = NULL
+            """,
+            {"error": error, "now": _ts(now), "next_attempt": _ts(next_attempt_dt),
+             "permanent": int(permanent)},
+        )
+
+    def _update_held(self, claim: Claim, assignments: str, params: dict[str, Any]) -> bool:
+        """Apply ``assignments`` to the claim's target only while the claim still holds."""
+        params = params | _item_params(claim.item) | {
+            "owner": claim.owner,
+            "held_until": _ts(claim.lease_until),
+        }
+        with self._write() as conn:
+            cursor = conn.execute(f"UPDATE file_sites SET {assignments} WHERE {_HELD}", params)
+            return cursor.rowcount == 1
+
+    # -- user actions ----------------------------------------------------------------------------
+
+    @_guarded
+    def set_paused(self, project: str, repre_id: str, site: str, paused: bool) -> None:
+        self._update_site(project, repre_id, site, "paused = :paused", {"paused": int(paused)})
+
+    @_guarded
+    def reset_site(
+        self, project: str, repre_id: str, site: str, file_id: str | None = None
+    ) -> int:
+        only_file = "" if file_id is None else " AND id = :file_id"
+        return self._update_site(
+            project, repre_id, site, _RESET_ENTRY, {"file_id": file_id}, only_file
+        )
+
+    @_guarded
+    def set_priority(self, project: str, repre_id: str, site: str, priority: int) -> None:
+        self._update_site(project, repre_id, site, "priority = :priority",
+                          {"priority": int(priority)})
+
+    def _update_site(
+        self, project: str, repre_id: str, site: str, assignments: str,
+        params: dict[str, Any], file_filter: str = "",
+    ) -> int:
+        """One UPDATE of the ``site`` entries of a representation's files."""
+        with self._write() as conn:
+            repre_seq = self._repre_seq(conn, project, repre_id)
+            cursor = conn.execute(
+                f"UPDATE file_sites SET {assignments} WHERE site = :site "
+                f"AND file_seq IN ({_REPRE_FILES}{file_filter})",
+                params | {"site": site, "repre_seq": repre_seq},
+            )
+            return cursor.rowcount
+
+    @_guarded
+    def reset_failed(self, project: str, site: str | None = None) -> int:
+        """Failed = not available with a counted try or a permanent error, as the contract
+        defines it (retry_cnt is not known here)."""
+        only_site = "" if site is None else " AND site = :site"
+        with self._write() as conn:
+            self._require_project(conn, project)
+            cursor = conn.execute(
+                f"""
+                UPDATE file_sites SET {_RESET_ENTRY}
+                WHERE created_dt IS NULL AND (tries > 0 OR permanent = 1){only_site}
+                  AND file_seq IN (
+                      SELECT f.seq FROM files AS f
+                      JOIN representations AS r ON r.seq = f.repre_seq
+                      WHERE r.project = :project)
+                """,
+                {"project": project, "site": site},
+            )
+            return cursor.rowcount
+
+    @_guarded
+    def add_site(
+        self,
+        project: str,
+        repre_id: str,
+        site: str,
+        force: bool = False,
+        priority: int | None = None,
+    ) -> int:
+        """Entries are appended in file order; ``force`` resets existing ones, keeping
+        their priority unless a new one is given."""
+        with self._write() as conn:
+            repre_seq = self._repre_seq(conn, project, repre_id)
+            params = {"site": site, "repre_seq": repre_seq, "priority": priority}
+            reset = 0
+            if force:
+                reset = conn.execute(
+                    f"""
+                    UPDATE file_sites SET {_RESET_ENTRY}, priority = COALESCE(:priority, priority)
+                    WHERE site = :site AND file_seq IN ({_REPRE_FILES})
+                    """,
+                    params,
+                ).rowcount
+            added = conn.execute(
+                """
+                INSERT INTO file_sites (file_seq, site, priority)
+                SELECT f.seq, :site, :priority FROM files AS f
+                WHERE f.repre_seq = :repre_seq AND NOT EXISTS (
+                    SELECT 1 FROM file_sites WHERE file_seq = f.seq AND site = :site)
+                ORDER BY f.position
+                """,
+                params,
+            ).rowcount
+            return reset + added
+
+    @_guarded
+    def remove_site(self, project: str, repre_id: str, site: str) -> int:
+        with self._write() as conn:
+            repre_seq = self._repre_seq(conn, project, repre_id)
+            return conn.execute(
+                f"DELETE FROM file_sites WHERE site = :site AND file_seq IN ({_REPRE_FILES})",
+                {"site": site, "repre_seq": repre_seq},
+            ).rowcount
+
+    # -- reading for the UI and CLI --------------------------------------------------------------
+
+    @_guarded
+    def summary_page(
+        self, project: str, query: SummaryQuery, retry_cnt: int, now: datetime
+    ) -> SummaryPage:
+        """One statement computes every row's aggregates once, the status counts and the
+        page, so the page and its counts come from one snapshot."""
+        text = query.text.strip()
+        ranks = sorted(status.rank for status in query.statuses)
+        sql = _summary_sql(bool(text), len(ranks), query.sort_key, query.descending)
+        params: dict[str, Any] = {
+            "project": project,
+            "active": query.active_site,
+            "remote": query.remote_site,
+            "retry_cnt": retry_cnt,
+            "now": _ts(now),
+            "default_priority": DEFAULT_PRIORITY,
+            "needle": _fold(text),
+            "raw_text": text,
+            "limit": max(0, query.limit),
+            "offset": max(0, query.offset),
+        } | {f"rank{i}": rank for i, rank in enumerate(ranks)}
+        conn = self._conn()
+        self._require_project(conn, project)
+        rows = conn.execute(sql, params).fetchall()
+        counts = {rank: rows[0][f"n{rank}"] for rank in _BY_RANK} if rows else {}
+        total = sum(n for rank, n in counts.items() if not ranks or rank in ranks)
+        return SummaryPage(
+            rows=tuple(_summary_row(r) for r in rows if r["seq"] is not None),
+            total=total,
+            status_counts={_BY_RANK[rank]: n for rank, n in sorted(counts.items()) if n},
+        )
+
+    @_guarded
+    def file_details(
+        self, project: str, repre_id: str, active_site: str, remote_site: str,
+        retry_cnt: int, now: datetime,
+    ) -> list[FileDetail]:
+        with self._read() as conn:
+            repre = self._load(conn, project, repre_id).repre
+        return [_file_detail(f, active_site, remote_site, retry_cnt, now) for f in repre.files]
+
+    # -- change notification ----------------------------------------------------------------------
+
+    def change_marker(self) -> object:
+        """(data_version of a connection that never writes, in-process counter).
+
+        data_version moves on every commit made through any *other* connection, which
+        for the watch connection is all of them, this process's included; the counter
+        only exists to wake local waiters without waiting for the next poll.
+        """
+        local = self._notifier.counter
+        return _Marker(self._data_version(), local)
+
+    def wait_for_change(self, marker: object, timeout_s: float) -> bool:
+        """Sleep on the in-process condition for at most one poll interval at a time,
+        then look at data_version for commits from other processes."""
+        if not isinstance(marker, _Marker):
+            raise TypeError("marker must come from SqliteStore.change_marker()")
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        while True:
+            if self._notifier.counter != marker.local:
+                return True
+            if self._data_version() != marker.data_version:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._notifier.wait_past(marker.local, min(POLL_INTERVAL_S, remaining))
+
+    @_guarded
+    def _data_version(self) -> int:
+        with self._watch_lock:
+            if self._closed or self._watch is None:
+                raise StoreUnavailableError(f"the SiteSync store on {self.path} is closed")
+            return int(self._watch.execute("PRAGMA data_version").fetchone()[0])
+
+
+# -- row -> model --------------------------------------------------------------------------------
+
+
+def _assemble(
+    project: str, row: sqlite3.Row, files: Sequence[sqlite3.Row],
+    entries: Mapping[int, Sequence[sqlite3.Row]],
+) -> _Loaded:
+    records = []
+    file_extras = []
+    site_extras = []
+    for f in files:
+        states = entries.get(f["seq"], ())
+        records.append(
+            FileRecord(id=f["id"], path=f["path"], size=f["size"], hash=f["hash"],
+                       sites=tuple(_site_from_row(s) for s in states))
+        )
+        file_extras.append(_load_json(f["extra_json"]))
+        site_extras.append({s["site"]: _load_json(s["extra_json"]) for s in states})
+    repre = Representation(
+        id=row["id"],
+        project=project,
+        context=_load_json(row["context_json"]),
+        files=tuple(records),
+        parent=row["parent"],
+        name=row["name"],
+        created_dt=_dt(row["created_at"]),
+    )
+    extras = _Extras(_load_json(row["extra_json"]), tuple(file_extras), tuple(site_extras))
+    return _Loaded(repre, extras)
+
+
+def _item_params(item: WorkItem) -> dict[str, Any]:
+    return {
+        "project": item.project,
+        "repre_id": item.repre_id,
+        "file_id": item.file_id,
+        "target": item.target_site,
+    }
+
+
+def _work_item(project: str, remote_site: str, row: sqlite3.Row) -> WorkItem:
+    upload = row["target_site"] == remote_site
+    return WorkItem(
+        project=project,
+        repre_id=row["repre_id"],
+        file_id=row["file_id"],
+        path=row["path"],
+        size=row["size"],
+        hash=row["hash"],
+        source_site=row["source_site"],
+        target_site=row["target_site"],
+        direction=Direction.UPLOAD if upload else Direction.DOWNLOAD,
+        priority=int(row["priority"]),
+        tries=row["tries"],
+        source_checksum=row["source_checksum"],
+    )
+
+
+def _side(row: sqlite3.Row, prefix: str) -> SideSummary:
+    return SideSummary(
+        status=_BY_RANK[row[f"{prefix}_rank"]],
+        progress=float(row[f"{prefix}_progress"]),
+        updated_dt=_dt(row[f"{prefix}_dt"]),
+        tries=int(row[f"{prefix}_tries"]),
+        error=row[f"{prefix}_error"],
+    )
+
+
+def _summary_row(row: sqlite3.Row) -> SummaryRow:
+    return SummaryRow(
+        repre_id=row["id"],
+        asset=row["asset"],
+        subset=row["subset"],
+        version=row["version"],
+        representation=row["representation"],
+        active=_side(row, "a"),
+        remote=_side(row, "b"),
+        files_count=row["files_count"],
+        size=int(row["size"]),
+        priority=int(row["priority"]),
+        status=_BY_RANK[row["rank"]],
+        first_path=row["first_path"] or "",
+    )
+
+
+def _file_detail(
+    record: FileRecord, active_site: str, remote_site: str, retry_cnt: int, now: datetime
+) -> FileDetail:
+    active, remote = record.site(active_site), record.site(remote_site)
+    active_status = site_status(active, retry_cnt, now)
+    remote_status = site_status(remote, retry_cnt, now)
+    return FileDetail(
+        file_id=record.id,
+        path=record.path,
+        size=record.size,
+        active=active,
+        remote=remote,
+        active_status=active_status,
+        remote_status=remote_status,
+        status=combine((active_status, remote_status)),
+    )
