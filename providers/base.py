@@ -159,5 +159,5 @@ class Provider(abc.ABC):
         """Problems that stop this site from working (for `sitesync doctor`); [] if fine."""
         return []
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most providers hold nothing
         """Release connections and clients."""

@@ -54,7 +54,7 @@ def store_factory(
         from app.store.mongo import MongoStore
 
         uri = request.getfixturevalue("mongo_uri")
-        database = "t%d_%s" % (next(_db_counter), re.sub(r"\W", "_", request.node.name)[:40])
+        database = f"t{next(_db_counter)}_" + re.sub(r"\W", "_", request.node.name)[:40]
 
         def factory() -> Store:
             store = MongoStore(uri, database=database)
