@@ -1,0 +1,1271 @@
+"""MongoStore: the store contract on a studio's OpenPype/Avalon MongoDB.
+
+The documents stay exactly what OpenPype reads and writes, so OpenPype's own tray, Loader
+and sync server can run beside SiteSync on the same database:
+
+* one collection per project, holding a ``{type: "project"}`` document; SiteSync's
+  project pause is ``data.sitesync_paused`` (top-level ``sitesync_paused`` if ``data`` is
+  not an object), never a replacement of an OpenPype field;
+* representation documents as :func:`app.store.docs.representation_to_doc` writes them,
+  24-hex ids stored as ObjectIds, datetimes as BSON dates, no nulls for absent keys;
+* every write is a targeted ``update_one`` with ``array_filters``
+  (``files.$[f].sites.$[s]``), like OpenPype's ``update_db``/``_reset_site``/``_add_site``,
+  so fields SiteSync does not own are never rewritten. Leases, checksums and back-off are
+  ``sitesync_*`` keys beside OpenPype's on the same site entry.
+
+**Legacy dict-form ``sites``.** Pype 2 and the old README HOWTO
+(``$set {"files.$[].sites.gdrive": {}}``) leave ``sites`` as ``{"gdrive": {}}``. Reads
+accept that form, but no ``$elemMatch`` query or array filter can see into it. Before
+looking for work, building a summary or changing one document, such documents are turned
+into the list form with a compare-and-swap update (``{_id, files: <old>}`` ->
+``$set files``), so a concurrent writer is never overwritten. The project-wide scan is a
+collection scan, so it runs on first use of a project, then at most every
+:attr:`MongoStore.legacy_scan_interval_s`, and at once when the change stream shows an
+insert or update that produced dict-form ``sites``; a mutation on a single document that
+is still dict-form converts that document first.
+
+**SecantusDB (the test server) quirks, and how the code stays portable:**
+
+* ``$elemMatch: {$and: ...}`` / ``{$or: ...}`` fails ("unknown operator") when the ``$``
+  operator is the first key: every ``$elemMatch`` here starts with a plain field.
+* Nested ``$elemMatch`` never uses an index (collection scan); only top-level dotted
+  equality does (``files.sites.name``, ``type``, ``_id``).
+* Null equality on a multikey-indexed path returns wrong (empty) results: with the
+  ``files.sites.name + files.sites.created_dt`` index present,
+  ``{"files.sites.name": X, "files.sites.created_dt": null}`` matches nothing. Queries
+  here therefore test ``created_dt`` only inside ``$elemMatch`` (which Secantus answers
+  correctly by scanning and real MongoDB answers from that compound index).
+* Aggregation field paths through arrays resolve to "missing", so summaries and work
+  ordering are computed in Python from projected documents, with :mod:`app.status`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, Concatenate, ParamSpec, TypeVar
+from urllib.parse import unquote
+
+from bson import ObjectId
+from pymongo import ASCENDING, MongoClient
+from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import (
+    ConfigurationError,
+    ConnectionFailure,
+    DuplicateKeyError,
+    ExecutionTimeout,
+    InvalidName,
+    InvalidURI,
+    OperationFailure,
+    PyMongoError,
+    WriteError,
+)
+
+from app.errors import ConfigError, DocumentError, StoreUnavailableError
+from app.model import (
+    DEFAULT_PRIORITY,
+    Claim,
+    Direction,
+    FileDetail,
+    FileRecord,
+    ProjectInfo,
+    Representation,
+    SideSummary,
+    SiteState,
+    Status,
+    SummaryPage,
+    SummaryQuery,
+    SummaryRow,
+    WorkItem,
+)
+from app.status import combine, file_pair_status, site_progress, site_status
+from app.store.base import Store
+from app.store.docs import parse_representation, representation_to_doc
+
+__all__ = ["MongoStore"]
+
+log = logging.getLogger(__name__)
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+Doc = dict[str, Any]
+
+#: Path of "the target site entry of one file", resolved by array filters f and s.
+_ENTRY = "files.$[f].sites.$[s]."
+_LEASE_KEYS = ("sitesync_lease_owner", "sitesync_lease_until")
+_HEX24 = re.compile(r"^[0-9a-fA-F]{24}$")
+#: `files` element whose `sites` is an object, not a list (legacy form).
+_LEGACY_QUERY: Doc = {
+    "type": "representation",
+    "files": {"$elemMatch": {"sites": {"$type": "object"}, "sites.0": {"$exists": False}}},
+}
+_WORK_PROJECTION = {"files": 1, "sitesync_created_dt": 1}
+_SUMMARY_PROJECTION = {
+    "name": 1, "files": 1, "sitesync_created_dt": 1, "context.asset": 1,
+    "context.subset": 1, "context.version": 1, "context.representation": 1,
+}
+#: Indexes for what the engine and the UI poll; created once per collection.
+_INDEXES: tuple[list[tuple[str, int]], ...] = (
+    [("type", ASCENDING)],
+    [("files._id", ASCENDING)],
+    [("files.sites.name", ASCENDING), ("files.sites.created_dt", ASCENDING)],
+)
+#: Server codes meaning "not allowed": a setting to fix, not an outage.
+_AUTH_CODES = frozenset({13, 18, 8000})
+#: Index already there under another name or options: nothing to do.
+_INDEX_EXISTS_CODES = frozenset({85, 86})
+
+
+# -- small pure helpers ------------------------------------------------------------------------
+
+
+def _redactor(uri: str) -> Callable[[str], str]:
+    """A function that removes the URI's password from any text (raw and %-decoded)."""
+    secrets: list[str] = []
+    match = re.match(r"^[A-Za-z0-9+.-]+://([^@/?#]*)@", uri)
+    if match and ":" in match.group(1):
+        password = match.group(1).split(":", 1)[1]
+        secrets = sorted({password, unquote(password)} - {""}, key=len, reverse=True)
+    userinfo = re.compile(r"(://[^:/@\s]*):[^@\s]*@")
+
+    def redact(text: str) -> str:
+        text = userinfo.sub(r"\1:***@", text)
+        for secret in secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    return redact
+
+
+def _hosts(uri: str) -> str:
+    """`host:port[,host...]` of a URI, for messages (never the credentials)."""
+    rest = uri.split("://", 1)[-1]
+    rest = rest.rsplit("@", 1)[-1] if "@" in rest.split("/", 1)[0] else rest
+    return re.split(r"[/?]", rest, maxsplit=1)[0] or "localhost"
+
+
+def _as_id(value: str) -> Any:
+    """How SiteSync writes an id: 24-hex text becomes an ObjectId, anything else stays."""
+    return ObjectId(value) if _HEX24.match(value) else value
+
+
+def _id_match(value: str) -> Any:
+    """Query value matching an id written by OpenPype (ObjectId) or by another tool as text."""
+    return {"$in": [ObjectId(value), value]} if _HEX24.match(value) else value
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _bson_time(value: datetime) -> datetime:
+    """The instant as BSON stores it (milliseconds), so equality filters match what was
+    written; pymongo truncates microseconds the same way."""
+    value = _aware(value)
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+def _has_dict_sites(doc: Mapping[str, Any]) -> bool:
+    files = doc.get("files")
+    return isinstance(files, list) and any(
+        isinstance(f, Mapping) and isinstance(f.get("sites"), Mapping) for f in files
+    )
+
+
+def _sites_as_list(sites: Mapping[str, Any]) -> list[Doc] | None:
+    """Legacy `{"gdrive": {...}}` as OpenPype 3 entries; None if an entry is not an object."""
+    entries = []
+    for name, entry in sites.items():
+        if entry is None:
+            entry = {}
+        if not isinstance(entry, Mapping):
+            return None
+        converted: Doc = {"name": str(name)}
+        converted.update((k, v) for k, v in entry.items() if k != "name" and v is not None)
+        entries.append(converted)
+    return entries
+
+
+def _listified_files(files: Any) -> list[Any] | None:
+    """`files` with every dict-form `sites` as a list; None if nothing (or nothing safe) to do."""
+    if not isinstance(files, list):
+        return None
+    changed, out = False, []
+    for raw in files:
+        if isinstance(raw, Mapping) and isinstance(raw.get("sites"), Mapping):
+            sites = _sites_as_list(raw["sites"])
+            if sites is None:
+                return None
+            raw = {**raw, "sites": sites}
+            changed = True
+        out.append(raw)
+    return out if changed else None
+
+
+_SET_SITE_KEY = re.compile(r"^files\.\d+\.sites\.([^.]+)$")
+_SET_FILES_KEY = re.compile(r"^files(\.\d+)?(\.sites)?$")
+
+
+def _event_may_add_legacy(event: Mapping[str, Any]) -> bool:
+    """Whether a change-stream event may have left dict-form `sites` behind (the HOWTO's
+    `$set files.$[].sites.NAME`, or a Pype-2 style insert)."""
+    op = event.get("operationType")
+    if op in ("insert", "replace"):
+        return _has_dict_sites(event.get("fullDocument") or {})
+    if op != "update":
+        return False
+    fields = (event.get("updateDescription") or {}).get("updatedFields") or {}
+    for key, value in fields.items():
+        site_key = _SET_SITE_KEY.match(key)
+        if site_key and not site_key.group(1).isdigit():
+            return True
+        files_key = _SET_FILES_KEY.match(key)
+        if files_key and _value_has_dict_sites(files_key, value):
+            return True
+    return False
+
+
+def _value_has_dict_sites(key: re.Match[str], value: Any) -> bool:
+    index, sites = key.group(1), key.group(2)
+    if sites:
+        return isinstance(value, Mapping)
+    if index:
+        return isinstance(value, Mapping) and isinstance(value.get("sites"), Mapping)
+    return _has_dict_sites({"files": value})
+
+
+# -- queries -----------------------------------------------------------------------------------
+
+
+def _source_cond(site: str) -> Doc:
+    """A site entry that has the file: `created_dt` set, not paused."""
+    return {"name": site, "created_dt": {"$nin": [None, ""]}, "paused": {"$ne": True}}
+
+
+def _target_cond(site: str, now: datetime, retry_cnt: int | None) -> Doc:
+    """A site entry waiting for the file that nobody may skip or hold right now.
+
+    Written so the query is never narrower than the Python decision (`$not: {$gte}`
+    lets a textual `tries` through for the codec to judge)."""
+    cond: Doc = {
+        "name": site,
+        "created_dt": {"$in": [None, ""]},
+        "paused": {"$ne": True},
+        "sitesync_permanent": {"$ne": True},
+        "sitesync_next_attempt_dt": {"$not": {"$gt": now}},
+        "sitesync_lease_until": {"$not": {"$gt": now}},
+    }
+    if retry_cnt is not None:
+        cond["tries"] = {"$not": {"$gte": retry_cnt}}
+    return cond
+
+
+def _file_moves(source: str, target: str, now: datetime, retry_cnt: int | None) -> Doc:
+    """`files.$elemMatch` body: one file available on source and waiting on target.
+
+    Starts with a plain field because SecantusDB rejects `$and` as an `$elemMatch`'s
+    first key."""
+    return {
+        "sites": {"$type": "array"},
+        "$and": [
+            {"sites": {"$elemMatch": _source_cond(source)}},
+            {"sites": {"$elemMatch": _target_cond(target, now, retry_cnt)}},
+        ],
+    }
+
+
+def _work_query(active: str, remote: str, retry_cnt: int, now: datetime) -> Doc:
+    return {
+        "type": "representation",
+        "$or": [
+            {"files": {"$elemMatch": _file_moves(active, remote, now, retry_cnt)}},
+            {"files": {"$elemMatch": _file_moves(remote, active, now, retry_cnt)}},
+        ],
+    }
+
+
+def _text_query(text: str) -> Doc:
+    """Mongo-side narrowing for the summary's word filter (Python decides exactly)."""
+    needle = text.strip()
+    if not needle:
+        return {}
+    pattern = {"$regex": re.escape(needle), "$options": "i"}
+    fields = ("context.asset", "context.subset", "context.representation", "name")
+    clauses: list[Doc] = [{field: dict(pattern)} for field in fields]
+    clauses.append({"_id": _id_match(needle)})
+    return {"$or": clauses}
+
+
+def _entry_filters(file_id: Any, site: str) -> list[Doc]:
+    return [{"f._id": file_id}, {"s.name": site}]
+
+
+def _lease_filter(claim: Claim) -> Doc:
+    """The claimed entry, still leased by this very claim (owner and expiry), so a late
+    engine whose lease expired and was taken over writes nothing."""
+    item = claim.item
+    return {
+        "_id": _id_match(item.repre_id),
+        "files": {"$elemMatch": {
+            "_id": _id_match(item.file_id),
+            "sites": {"$elemMatch": {
+                "name": item.target_site,
+                "sitesync_lease_owner": claim.owner,
+                "sitesync_lease_until": _bson_time(claim.lease_until),
+            }},
+        }},
+    }
+
+
+# -- deciding in Python ------------------------------------------------------------------------
+
+
+def _usable_source(state: SiteState | None) -> bool:
+    return state is not None and state.available and not state.paused
+
+
+def _waiting_target(state: SiteState | None, retry_cnt: int, now: datetime) -> bool:
+    return (
+        state is not None
+        and not state.available
+        and not state.paused
+        and not state.permanent
+        and state.tries < retry_cnt
+        and (state.next_attempt_dt is None or state.next_attempt_dt <= now)
+        and (state.lease_until is None or state.lease_until <= now)
+    )
+
+
+def _file_priority(file: FileRecord, active: str, remote: str) -> int:
+    """OpenPype's rule: the active site's entry priority, else the remote's, else 50."""
+    for name in (active, remote):
+        state = file.site(name)
+        if state is not None and state.priority is not None:
+            return state.priority
+    return DEFAULT_PRIORITY
+
+
+def _age_key(repre: Representation, raw_id: Any) -> tuple[float, int, bytes]:
+    """Older first: SiteSync's created time or the ObjectId's, then insertion order."""
+    created = repre.created_dt.timestamp() if repre.created_dt else math.inf
+    if isinstance(raw_id, ObjectId):
+        return created, 0, raw_id.binary
+    return created, 1, str(raw_id).encode()
+
+
+def _work_item(
+    project: str, repre: Representation, file: FileRecord, active: str, remote: str,
+    retry_cnt: int, now: datetime,
+) -> WorkItem | None:
+    a, r = file.site(active), file.site(remote)
+    if _usable_source(a) and _waiting_target(r, retry_cnt, now):
+        source, target, direction = a, r, Direction.UPLOAD
+    elif _usable_source(r) and _waiting_target(a, retry_cnt, now):
+        source, target, direction = r, a, Direction.DOWNLOAD
+    else:
+        return None
+    assert source is not None and target is not None
+    return WorkItem(
+        project=project, repre_id=repre.id, file_id=file.id, path=file.path, size=file.size,
+        hash=file.hash, source_site=source.name, target_site=target.name,
+        direction=direction, priority=_file_priority(file, active, remote),
+        tries=target.tries, source_checksum=source.checksum,
+    )
+
+
+def _side(states: list[SiteState | None], retry_cnt: int, now: datetime) -> SideSummary:
+    present = [s for s in states if s is not None]
+    dates = [d for s in present if (d := s.created_dt or s.last_failed_dt) is not None]
+    return SideSummary(
+        status=combine(site_status(s, retry_cnt, now) for s in states),
+        progress=sum(site_progress(s) for s in states) / len(states) if states else 0.0,
+        updated_dt=max(dates) if dates else None,
+        tries=sum(s.tries for s in present),
+        error=next((s.error for s in present if s.error is not None), None),
+    )
+
+
+def _summary_row(
+    repre: Representation, active: str, remote: str, retry_cnt: int, now: datetime
+) -> SummaryRow | None:
+    """One table row, or None when no file has an entry for either site."""
+    files = repre.files
+    if not any(f.site(active) or f.site(remote) for f in files):
+        return None
+    active_side = _side([f.site(active) for f in files], retry_cnt, now)
+    remote_side = _side([f.site(remote) for f in files], retry_cnt, now)
+    return SummaryRow(
+        repre_id=repre.id, asset=repre.asset, subset=repre.subset, version=repre.version,
+        representation=repre.representation, active=active_side, remote=remote_side,
+        files_count=len(files), size=sum(f.size for f in files),
+        priority=max((_file_priority(f, active, remote) for f in files),
+                     default=DEFAULT_PRIORITY),
+        status=combine((active_side.status, remote_side.status)),
+        first_path=files[0].path if files else "",
+    )
+
+
+def _text_matches(repre: Representation, text: str) -> bool:
+    needle = text.strip()
+    if not needle or repre.id == needle:
+        return True
+    needle = needle.lower()
+    return any(needle in v.lower() for v in (repre.asset, repre.subset, repre.representation))
+
+
+_SORT_VALUES: dict[str, Callable[[SummaryRow, datetime | None], Any]] = {
+    "asset": lambda row, _: row.asset.lower(),
+    "subset": lambda row, _: row.subset.lower(),
+    "version": lambda row, _: row.version,
+    "representation": lambda row, _: row.representation.lower(),
+    "files_count": lambda row, _: row.files_count,
+    "size": lambda row, _: row.size,
+    "priority": lambda row, _: row.priority,
+    "status": lambda row, _: row.status.rank,  # most urgent first, like the tray icon
+    "active_dt": lambda row, _: row.active.updated_dt,
+    "remote_dt": lambda row, _: row.remote.updated_dt,
+    "created": lambda _, created: created,
+}
+
+
+def _sorted_rows(
+    rows: list[tuple[SummaryRow, datetime | None]], key: str, descending: bool
+) -> list[SummaryRow]:
+    """Sorted by ``key``; rows without a value last either way; ties by id so pages
+    never overlap or skip."""
+    getter = _SORT_VALUES.get(key)
+    if getter is None:
+        keys = ", ".join(SummaryQuery.SORT_KEYS)
+        raise ValueError(f"unknown sort key {key!r}; use one of {keys}")
+    rows = sorted(rows, key=lambda pair: pair[0].repre_id)
+    present = [p for p in rows if getter(*p) is not None]
+    missing = [p for p in rows if getter(*p) is None]
+    present.sort(key=lambda pair: getter(*pair), reverse=descending)
+    return [row for row, _ in present + missing]
+
+
+# -- change notification -----------------------------------------------------------------------
+
+
+class _ChangeWatcher:
+    """A background thread turning "something was written" into a local counter.
+
+    It follows a database-wide change stream when the server has them (replica sets,
+    SecantusDB); otherwise it polls the server's write-operation counters, and if even
+    those are not readable it reports "maybe changed" every few seconds. The stream is
+    open (or the first counter read) before :meth:`start` returns, so a marker taken
+    afterwards never misses a write; a reopened stream counts as a change because events
+    may have been missed while it was closed.
+    """
+
+    AWAIT_MS = 500
+    POLL_S = 0.5
+    BLIND_POLL_S = 5.0
+
+    def __init__(
+        self, db: Database[Doc], on_event: Callable[[Mapping[str, Any]], None],
+        redact: Callable[[str], str], change_streams: bool = True,
+    ) -> None:
+        self._db = db
+        self._on_event = on_event
+        self._redact = redact
+        self._change_streams = change_streams
+        self._cond = threading.Condition()
+        self._count = 0
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self.mode = "starting"
+        self._thread = threading.Thread(target=self._run, name="sitesync-mongo-watch",
+                                        daemon=True)
+
+    def start(self, timeout_s: float) -> None:
+        self._thread.start()
+        self._ready.wait(timeout_s)
+
+    def wait_ready(self, timeout_s: float) -> None:
+        self._ready.wait(timeout_s)
+
+    @property
+    def count(self) -> int:
+        with self._cond:
+            return self._count
+
+    def bump(self) -> None:
+        with self._cond:
+            self._count += 1
+            self._cond.notify_all()
+
+    def wait_past(self, marker: int, timeout_s: float) -> bool:
+        with self._cond:
+            self._cond.wait_for(lambda: self._count != marker or self._stop.is_set(),
+                                max(0.0, timeout_s))
+            return self._count != marker
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(self.AWAIT_MS / 1000 * 4)
+
+    def _run(self) -> None:
+        try:
+            if not self._change_streams or not self._follow_stream():
+                self._poll_counters()
+        except Exception:  # a watcher must never die loudly; waiters fall back to timeouts
+            log.exception("MongoDB change watcher stopped")
+        finally:
+            self._ready.set()
+
+    def _follow_stream(self) -> bool:
+        """Follow `db.watch()` until stopped; False if the server has no change streams."""
+        opened_once, delay = False, 0.5
+        while not self._stop.is_set():
+            try:
+                stream = self._db.watch(max_await_time_ms=self.AWAIT_MS)
+            except OperationFailure as exc:
+                if opened_once:
+                    self._stop.wait(delay)
+                    continue
+                log.info("MongoDB change streams unavailable (%s); polling for changes",
+                         self._redact(str(exc)))
+                return False
+            except PyMongoError as exc:
+                self._ready.set()
+                log.debug("change stream not open: %s", self._redact(str(exc)))
+                self._stop.wait(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            if self._ready.is_set():  # markers were handed out while no stream was open
+                self.bump()
+            opened_once, delay, self.mode = True, 0.5, "change_stream"
+            self._ready.set()
+            self._drain(stream)
+        return True
+
+    def _drain(self, stream: Any) -> None:
+        try:
+            with stream:
+                while not self._stop.is_set() and stream.alive:
+                    event = stream.try_next()
+                    if event is not None:
+                        self._on_event(event)
+                        self.bump()
+        except PyMongoError as exc:
+            log.debug("change stream interrupted: %s", self._redact(str(exc)))
+
+    def _write_ops(self) -> int | None:
+        try:
+            counters = self._db.client.admin.command("serverStatus").get("opcounters", {})
+        except PyMongoError:
+            return None
+        return sum(int(counters.get(k, 0)) for k in ("insert", "update", "delete"))
+
+    def _poll_counters(self) -> None:
+        last = self._write_ops()
+        blind = last is None
+        self.mode = "blind" if blind else "poll"
+        self._ready.set()
+        period = self.BLIND_POLL_S if blind else self.POLL_S
+        while not self._stop.wait(period):
+            current = None if blind else self._write_ops()
+            if blind or (current is not None and current != last):
+                self.bump()
+            last = current if current is not None else last
+
+
+# -- the store ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _ProjectState:
+    indexed: bool = False
+    legacy_scanned_at: float | None = None
+    legacy_hint: bool = False
+
+
+def _guarded(
+    method: Callable[Concatenate[MongoStore, _P], _R],
+) -> Callable[Concatenate[MongoStore, _P], _R]:
+    """Translate driver exceptions at the store boundary (the contract's rule)."""
+
+    @functools.wraps(method)
+    def wrapper(self: MongoStore, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(self, *args, **kwargs)
+        except PyMongoError as exc:
+            raise self._translate(exc) from None
+
+    return wrapper
+
+
+class MongoStore(Store):
+    """The store contract on OpenPype's MongoDB; see the module docstring for the layout."""
+
+    kind = "mongo"
+    #: Seconds between project-wide scans for dict-form `sites` (see module docstring).
+    legacy_scan_interval_s: float = 120.0
+    #: Set False before the first change_marker() to force the polling fallback.
+    use_change_streams: bool = True
+
+    def __init__(
+        self, uri: str, database: str = "avalon", *, server_timeout_ms: int = 5000
+    ) -> None:
+        self._redact = _redactor(uri)
+        self._where = _hosts(self._redact(uri))
+        self._timeout_s = server_timeout_ms / 1000
+        try:
+            self._client: MongoClient[Doc] = MongoClient(
+                uri, tz_aware=True, serverSelectionTimeoutMS=server_timeout_ms,
+                connectTimeoutMS=server_timeout_ms, appname="sitesync",
+            )
+            self._db: Database[Doc] = self._client[database]
+        except (InvalidURI, ConfigurationError, InvalidName, ValueError, TypeError) as exc:
+            raise ConfigError(
+                f"database_url {self._redact(uri)!r} / database {database!r} cannot be used: "
+                f"{self._redact(str(exc))}",
+                fix="use mongodb://[user:password@]host[:port]/ or mongodb+srv://host/ "
+                "and a database name without spaces, dots or slashes",
+                key="database_url",
+            ) from None
+        self._lock = threading.Lock()
+        self._projects: dict[str, _ProjectState] = {}
+        self._warned: set[tuple[str, str]] = set()
+        self._watcher: _ChangeWatcher | None = None
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.stop()
+        self._client.close()
+
+    @_guarded
+    def ping(self) -> None:
+        self._client.admin.command("ping")
+
+    def _translate(self, exc: PyMongoError) -> Exception:
+        reason = self._redact(str(exc)).split(", Timeout:", 1)[0][:300]
+        if isinstance(exc, ConnectionFailure):
+            return StoreUnavailableError(
+                f"MongoDB at {self._where} cannot be reached ({reason}). Check that the "
+                "server is running and reachable from this machine (host, port, firewall, "
+                "VPN) and that database_url is right"
+            )
+        if isinstance(exc, OperationFailure) and exc.code in _AUTH_CODES:
+            return ConfigError(
+                f"MongoDB at {self._where} refused access ({reason})",
+                fix="check the user name, password and authSource in database_url and "
+                "that the user may read and write the database",
+                key="database_url",
+            )
+        if isinstance(exc, ConfigurationError):
+            return ConfigError(f"MongoDB settings cannot be used: {reason}",
+                               fix="correct database_url", key="database_url")
+        if isinstance(exc, WriteError):
+            return DocumentError(f"MongoDB at {self._where} refused to change a document: "
+                                 f"{reason}")
+        return StoreUnavailableError(f"MongoDB at {self._where} failed: {reason}")
+
+    # -- collections, indexes, legacy conversion -----------------------------------------------
+
+    def _coll(self, project: str) -> Collection[Doc]:
+        if not project or "$" in project or "\0" in project or project.startswith("system."):
+            raise ValueError(f"{project!r} cannot be a project name (MongoDB collection)")
+        return self._db[project]
+
+    def _state(self, project: str) -> _ProjectState:
+        with self._lock:
+            return self._projects.setdefault(project, _ProjectState())
+
+    def _ensure_indexes(self, project: str, coll: Collection[Doc]) -> None:
+        """Create the polling indexes once per collection and store; idempotent on the
+        server, so several engines starting together are fine."""
+        state = self._state(project)
+        with self._lock:
+            if state.indexed:
+                return
+            state.indexed = True
+        try:
+            for keys in _INDEXES:
+                self._create_index(coll, keys)
+        except (ConnectionFailure, ExecutionTimeout):
+            state.indexed = False
+            raise
+
+    def _create_index(self, coll: Collection[Doc], keys: list[tuple[str, int]]) -> None:
+        try:
+            coll.create_index(keys)
+        except OperationFailure as exc:
+            if exc.code in _INDEX_EXISTS_CODES:
+                return  # an equivalent index exists under another name
+            log.warning("Cannot create index %s on %r (%s); queries will be slower",
+                        keys, coll.name, self._redact(str(exc)))
+
+    def _legacy_scan_due(self, project: str) -> bool:
+        state = self._state(project)
+        now = time.monotonic()
+        with self._lock:
+            last = state.legacy_scanned_at
+            if not state.legacy_hint and last is not None and \
+                    now - last < self.legacy_scan_interval_s:
+                return False
+            state.legacy_scanned_at, state.legacy_hint = now, False
+            return True
+
+    def _legacy_hint(self, project: str) -> None:
+        state = self._state(project)
+        with self._lock:
+            state.legacy_hint = True
+
+    def _convert_legacy_docs(self, project: str, coll: Collection[Doc]) -> None:
+        """Project-wide pass turning dict-form `sites` into lists (rate-limited)."""
+        if not self._legacy_scan_due(project):
+            return
+        converted = 0
+        for doc in coll.find(_LEGACY_QUERY, {"files": 1}):
+            new = self._convert_legacy_doc(coll, doc)
+            converted += new is not None and not _has_dict_sites(new)
+        if converted:
+            log.info("Converted %d representation(s) in project %r from legacy dict-form "
+                     "sites to the list form", converted, project)
+
+    def _convert_legacy_doc(self, coll: Collection[Doc], doc: Doc) -> Doc | None:
+        """Compare-and-swap one document's `files` into list form; returns the document as
+        it now is (None if it disappeared). Unconvertible documents are left alone."""
+        for _ in range(3):
+            files = _listified_files(doc.get("files"))
+            if files is None:
+                return doc
+            result = coll.update_one({"_id": doc["_id"], "files": doc["files"]},
+                                     {"$set": {"files": files}})
+            if result.matched_count:
+                return {**doc, "files": files}
+            fresh = coll.find_one({"_id": doc["_id"]})
+            if fresh is None:
+                return None
+            doc = fresh
+        return doc
+
+    # -- documents -----------------------------------------------------------------------------
+
+    def _parse_or_skip(self, project: str, doc: Doc) -> Representation | None:
+        """Model of a polled document; a malformed one is skipped, warned about once."""
+        try:
+            return parse_representation(doc, project)
+        except DocumentError as exc:
+            key = (project, str(doc.get("_id")))
+            with self._lock:
+                first = key not in self._warned
+                self._warned.add(key)
+            if first:
+                log.warning("Skipping representation %s in project %r: %s", key[1], project,
+                            exc)
+            return None
+
+    def _find_raw(self, project: str, repre_id: str) -> Doc:
+        doc = self._coll(project).find_one(
+            {"_id": _id_match(repre_id), "type": "representation"})
+        if doc is None:
+            raise KeyError(f"representation {repre_id} not found in project {project!r}")
+        return doc
+
+    def _load_for_change(self, project: str, repre_id: str) -> tuple[Doc, Representation]:
+        """The raw document (converted to list form first) and its model."""
+        doc = self._find_raw(project, repre_id)
+        if _has_dict_sites(doc):
+            doc = self._convert_legacy_doc(self._coll(project), doc) or doc
+        return doc, parse_representation(doc, project)
+
+    def _project_doc(self, coll: Collection[Doc], project: str) -> Doc:
+        doc = coll.find_one({"type": "project"})
+        if doc is None:
+            raise KeyError(f"project {project!r} not found (no project document)")
+        return doc
+
+    # -- projects ----------------------------------------------------------------------------
+
+    @_guarded
+    def ensure_project(self, name: str, code: str = "") -> None:
+        coll = self._coll(name)
+        fields: Doc = {"name": name, "schema": "openpype:project-3.0",
+                       "data": {"code": code} if code else {}}
+        coll.update_one({"type": "project"}, {"$setOnInsert": fields}, upsert=True)
+        self._ensure_indexes(name, coll)
+
+    @_guarded
+    def list_projects(self) -> list[ProjectInfo]:
+        projects = []
+        for name in sorted(self._db.list_collection_names()):
+            if name.startswith("system."):
+                continue
+            coll = self._db[name]
+            doc = coll.find_one({"type": "project"})
+            if doc is None:
+                continue
+            projects.append(ProjectInfo(
+                name=name, code=_project_code(doc), paused=_project_paused(doc),
+                representations=coll.count_documents({"type": "representation"}),
+            ))
+        return projects
+
+    @_guarded
+    def set_project_paused(self, project: str, paused: bool) -> None:
+        coll = self._coll(project)
+        doc = self._project_doc(coll, project)
+        key = "data.sitesync_paused" if isinstance(doc.get("data", {}), Mapping) \
+            else "sitesync_paused"
+        update = {"$set": {key: True}} if paused else {"$unset": {key: "", "sitesync_paused": ""}}
+        coll.update_one({"_id": doc["_id"]}, update)
+
+    # -- representations -----------------------------------------------------------------------
+
+    @_guarded
+    def insert_representation(self, repre: Representation) -> str:
+        repre = _with_ids(repre)
+        doc = representation_to_doc(repre)
+        doc["_id"] = _as_id(doc["_id"])
+        if isinstance(doc.get("parent"), str):
+            doc["parent"] = _as_id(doc["parent"])
+        for file in doc["files"]:
+            file["_id"] = _as_id(str(file["_id"]))
+        self._insert(repre.project or "", doc)
+        return repre.id
+
+    @_guarded
+    def insert_document(self, project: str, doc: dict) -> str:
+        parse_representation(doc, project)  # refuse what SiteSync could never read
+        doc = dict(doc)
+        doc.setdefault("type", "representation")
+        self._insert(project, doc)
+        if _has_dict_sites(doc):
+            self._legacy_hint(project)
+        return str(doc["_id"])
+
+    def _insert(self, project: str, doc: Doc) -> None:
+        coll = self._coll(project)
+        self._ensure_indexes(project, coll)
+        try:
+            coll.insert_one(doc)
+        except DuplicateKeyError:
+            raise DocumentError(
+                f"representation {doc.get('_id')} already exists in project {project!r}"
+            ) from None
+
+    @_guarded
+    def get_representation(self, project: str, repre_id: str) -> Representation:
+        return parse_representation(self._find_raw(project, repre_id), project)
+
+    @_guarded
+    def count_representations(self, project: str) -> int:
+        coll = self._coll(project)
+        self._project_doc(coll, project)
+        return coll.count_documents({"type": "representation"})
+
+    # -- work and claims -----------------------------------------------------------------------
+
+    @_guarded
+    def find_work(
+        self,
+        project: str,
+        active_site: str,
+        remote_site: str,
+        retry_cnt: int,
+        now: datetime,
+        limit: int = 100,
+        exclude: frozenset[tuple[str, str]] = frozenset(),
+    ) -> list[WorkItem]:
+        now = _aware(now)
+        coll = self._coll(project)
+        if _project_paused(self._project_doc(coll, project)) or active_site == remote_site:
+            return []
+        self._ensure_indexes(project, coll)
+        self._convert_legacy_docs(project, coll)
+        query = _work_query(active_site, remote_site, retry_cnt, now)
+        ranked: list[tuple[tuple[Any, ...], WorkItem]] = []
+        for doc in coll.find(query, _WORK_PROJECTION):
+            repre = self._parse_or_skip(project, doc)
+            if repre is None:
+                continue
+            age = _age_key(repre, doc["_id"])
+            for position, file in enumerate(repre.files):
+                item = _work_item(project, repre, file, active_site, remote_site,
+                                  retry_cnt, now)
+                if item is not None and (item.repre_id, item.file_id) not in exclude:
+                    ranked.append(((-item.priority, age, position), item))
+        ranked.sort(key=lambda pair: pair[0])
+        return [item for _, item in ranked[:max(0, limit)]]
+
+    @_guarded
+    def claim(
+        self, item: WorkItem, owner: str, lease_until: datetime, now: datetime
+    ) -> Claim | None:
+        """One conditional update: the filter requires the target entry to still be
+        queued, unpaused, not permanently failed, not backing off and unleased (or its
+        lease expired), and the source to still have the file."""
+        now = _aware(now)
+        target = _target_cond(item.target_site, now, None)
+        source = _source_cond(item.source_site)
+        flt = {
+            "_id": _id_match(item.repre_id),
+            "files": {"$elemMatch": {
+                "_id": _id_match(item.file_id),
+                "$and": [{"sites": {"$elemMatch": target}}, {"sites": {"$elemMatch": source}}],
+            }},
+        }
+        update = {"$set": {_ENTRY + "sitesync_lease_owner": owner,
+                           _ENTRY + "sitesync_lease_until": _bson_time(lease_until)}}
+        coll = self._coll(item.project)
+        result = coll.update_one(flt, update, array_filters=_entry_filters(
+            _id_match(item.file_id), item.target_site))
+        if not result.matched_count:
+            return None
+        return Claim(item=item, owner=owner, lease_until=_aware(lease_until))
+
+    def _update_claimed(self, claim: Claim, update: Doc) -> bool:
+        item = claim.item
+        result = self._coll(item.project).update_one(
+            _lease_filter(claim), update,
+            array_filters=_entry_filters(_id_match(item.file_id), item.target_site),
+        )
+        return bool(result.matched_count)
+
+    @_guarded
+    def extend_lease(self, claim: Claim, lease_until: datetime) -> Claim | None:
+        update = {"$set": {_ENTRY + "sitesync_lease_until": _bson_time(lease_until)}}
+        return claim.renewed(_aware(lease_until)) if self._update_claimed(claim, update) \
+            else None
+
+    @_guarded
+    def release(self, claim: Claim) -> None:
+        # progress goes too: without a lease it would read as OpenPype's "in progress"
+        self._update_claimed(claim, {"$unset": _entry_keys((*_LEASE_KEYS, "progress"))})
+
+    @_guarded
+    def record_progress(self, claim: Claim, progress: float) -> None:
+        value = max(0.0, min(1.0, float(progress)))
+        self._update_claimed(claim, {"$set": {_ENTRY + "progress": value}})
+
+    @_guarded
+    def record_success(
+        self, claim: Claim, provider_id: str, checksum: str | None, now: datetime
+    ) -> bool:
+        to_set: Doc = {_ENTRY + "created_dt": _aware(now), _ENTRY + "id": provider_id}
+        cleared = ["tries", "error", "last_failed_dt", "progress", *_LEASE_KEYS,
+                   "sitesync_next_attempt_dt", "sitesync_permanent"]
+        if checksum is None:
+            cleared.append("sitesync_checksum")
+        else:
+            to_set[_ENTRY + "sitesync_checksum"] = checksum
+        return self._update_claimed(claim, {"$set": to_set, "$unset": _entry_keys(cleared)})
+
+    @_guarded
+    def record_failure(
+        self,
+        claim: Claim,
+        error: str,
+        now: datetime,
+        next_attempt_dt: datetime | None,
+        permanent: bool = False,
+    ) -> bool:
+        to_set: Doc = {_ENTRY + "error": error, _ENTRY + "last_failed_dt": _aware(now),
+                       _ENTRY + "progress": ""}
+        cleared = list(_LEASE_KEYS)
+        if next_attempt_dt is not None:
+            to_set[_ENTRY + "sitesync_next_attempt_dt"] = _aware(next_attempt_dt)
+        else:
+            cleared.append("sitesync_next_attempt_dt")
+        if permanent:
+            to_set[_ENTRY + "sitesync_permanent"] = True
+        else:
+            cleared.append("sitesync_permanent")
+        update = {"$set": to_set, "$unset": _entry_keys(cleared)}
+        try:
+            return self._update_claimed(claim, {**update, "$inc": {_ENTRY + "tries": 1}})
+        except WriteError as exc:
+            if exc.code != 14:  # TypeMismatch: `tries` stored as text by some tool
+                raise
+        return self._record_failure_textual_tries(claim, update)
+
+    def _record_failure_textual_tries(self, claim: Claim, update: Doc) -> bool:
+        """`$inc` cannot add to text; write the parsed count + 1 (OpenPype's own way)."""
+        item = claim.item
+        try:
+            repre = self.get_representation(item.project, item.repre_id)
+        except KeyError:
+            return False
+        file = repre.file(item.file_id)
+        state = file.site(item.target_site) if file else None
+        tries = (state.tries if state else 0) + 1
+        update["$set"][_ENTRY + "tries"] = tries
+        return self._update_claimed(claim, update)
+
+    # -- user actions --------------------------------------------------------------------------
+
+    @_guarded
+    def set_paused(self, project: str, repre_id: str, site: str, paused: bool) -> None:
+        doc, _ = self._load_for_change(project, repre_id)
+        key = "files.$[].sites.$[s].paused"
+        update = {"$set": {key: True}} if paused else {"$unset": {key: ""}}
+        self._coll(project).update_one({"_id": doc["_id"]}, update,
+                                       array_filters=[{"s.name": site}])
+
+    @_guarded
+    def reset_site(
+        self, project: str, repre_id: str, site: str, file_id: str | None = None
+    ) -> int:
+        doc, repre = self._load_for_change(project, repre_id)
+        if file_id is not None and repre.file(file_id) is None:
+            raise KeyError(f"file {file_id} not found in representation {repre_id}")
+        entries = [
+            (raw_file["_id"], entry) for raw_file, entry in _raw_entries(doc, site)
+            if file_id is None or str(raw_file["_id"]) == file_id
+        ]
+        self._reset_entries(self._coll(project), doc["_id"], site, entries)
+        return len(entries)
+
+    def _reset_entries(
+        self, coll: Collection[Doc], repre_key: Any, site: str,
+        entries: list[tuple[Any, Doc]], priority: int | None = None,
+        only_unavailable: bool = False,
+    ) -> None:
+        """Replace entries with `{name[, priority]}` (OpenPype's `_reset_site_for_file`),
+        one update per distinct priority so each entry keeps its own."""
+        groups: dict[tuple[str, Any], list[Any]] = {}
+        for raw_file_id, entry in entries:
+            keep = priority if priority is not None else entry.get("priority")
+            if not isinstance(keep, (int, float, str)) or isinstance(keep, bool):
+                keep = None
+            groups.setdefault((type(keep).__name__, keep), []).append(raw_file_id)
+        for (_, keep), file_ids in groups.items():
+            fresh: Doc = {"name": site} if keep is None else {"name": site, "priority": keep}
+            site_filter: Doc = {"s.name": site}
+            if only_unavailable:  # a file that became available meanwhile stays so
+                site_filter["s.created_dt"] = {"$exists": False}
+            coll.update_one({"_id": repre_key}, {"$set": {"files.$[f].sites.$[s]": fresh}},
+                            array_filters=[{"f._id": {"$in": file_ids}}, site_filter])
+
+    @_guarded
+    def reset_failed(self, project: str, site: str | None = None) -> int:
+        coll = self._coll(project)
+        self._project_doc(coll, project)
+        self._convert_legacy_docs(project, coll)
+        failed: Doc = {} if site is None else {"name": site}
+        failed["created_dt"] = {"$in": [None, ""]}
+        failed["$or"] = [{"tries": {"$nin": [None, 0, "", "0"]}}, {"sitesync_permanent": True}]
+        query = {"type": "representation", "files": {"$elemMatch": {
+            "sites": {"$elemMatch": failed}}}}
+        total = 0
+        for doc in coll.find(query):
+            repre = self._parse_or_skip(project, doc)
+            if repre is not None:
+                total += self._reset_failed_in(coll, doc, repre, site)
+        return total
+
+    def _reset_failed_in(
+        self, coll: Collection[Doc], doc: Doc, repre: Representation, site: str | None
+    ) -> int:
+        """Reset one document's failed entries (tries or permanent, not available)."""
+        by_site: dict[str, list[tuple[Any, Doc]]] = {}
+        for raw_file, file in zip(doc["files"], repre.files, strict=True):
+            for state in file.sites:
+                if (site is not None and state.name != site) or state.available or \
+                        not (state.tries > 0 or state.permanent):
+                    continue
+                found = _raw_entries({"files": [raw_file]}, state.name)
+                if found:
+                    by_site.setdefault(state.name, []).append((raw_file["_id"], found[0][1]))
+        for name, entries in by_site.items():
+            self._reset_entries(coll, doc["_id"], name, entries, only_unavailable=True)
+        return sum(len(e) for e in by_site.values())
+
+    @_guarded
+    def add_site(
+        self,
+        project: str,
+        repre_id: str,
+        site: str,
+        force: bool = False,
+        priority: int | None = None,
+    ) -> int:
+        doc, _ = self._load_for_change(project, repre_id)
+        coll = self._coll(project)
+        existing = _raw_entries(doc, site)
+        present = {id(raw_file) for raw_file, _ in existing}
+        lacking = [f["_id"] for f in doc.get("files", []) if id(f) not in present]
+        if lacking:
+            fresh: Doc = {"name": site} if priority is None else {"name": site,
+                                                                   "priority": priority}
+            coll.update_one(
+                {"_id": doc["_id"]}, {"$push": {"files.$[f].sites": fresh}},
+                array_filters=[{"f._id": {"$in": lacking}, "f.sites.name": {"$ne": site}}],
+            )
+        reset = 0
+        if force and existing:
+            entries = [(raw_file["_id"], entry) for raw_file, entry in existing]
+            self._reset_entries(coll, doc["_id"], site, entries, priority=priority)
+            reset = len(entries)
+        return len(lacking) + reset
+
+    @_guarded
+    def remove_site(self, project: str, repre_id: str, site: str) -> int:
+        doc, _ = self._load_for_change(project, repre_id)
+        count = len(_raw_entries(doc, site))
+        if count:
+            self._coll(project).update_one(
+                {"_id": doc["_id"]}, {"$pull": {"files.$[].sites": {"name": site}}})
+        return count
+
+    @_guarded
+    def set_priority(self, project: str, repre_id: str, site: str, priority: int) -> None:
+        doc, _ = self._load_for_change(project, repre_id)
+        self._coll(project).update_one(
+            {"_id": doc["_id"]}, {"$set": {"files.$[].sites.$[s].priority": int(priority)}},
+            array_filters=[{"s.name": site}],
+        )
+
+    # -- reading for the UI and CLI ------------------------------------------------------------
+
+    @_guarded
+    def summary_page(
+        self, project: str, query: SummaryQuery, retry_cnt: int, now: datetime
+    ) -> SummaryPage:
+        now = _aware(now)
+        coll = self._coll(project)
+        self._project_doc(coll, project)
+        self._ensure_indexes(project, coll)
+        self._convert_legacy_docs(project, coll)
+        rows = list(self._summary_rows(project, coll, query, retry_cnt, now))
+        counts: dict[Status, int] = {}
+        for row, _ in rows:
+            counts[row.status] = counts.get(row.status, 0) + 1
+        if query.statuses:
+            rows = [pair for pair in rows if pair[0].status in query.statuses]
+        ordered = _sorted_rows(rows, query.sort_key, query.descending)
+        start = max(0, query.offset)
+        page = ordered[start:start + max(0, query.limit)]
+        return SummaryPage(rows=tuple(page), total=len(ordered), status_counts=counts)
+
+    def _summary_rows(
+        self, project: str, coll: Collection[Doc], query: SummaryQuery, retry_cnt: int,
+        now: datetime,
+    ) -> Iterator[tuple[SummaryRow, datetime | None]]:
+        mongo_query: Doc = {
+            "type": "representation",
+            "files.sites.name": {"$in": [query.active_site, query.remote_site]},
+            **_text_query(query.text),
+        }
+        for doc in coll.find(mongo_query, _SUMMARY_PROJECTION):
+            repre = self._parse_or_skip(project, doc)
+            if repre is None or not _text_matches(repre, query.text):
+                continue
+            row = _summary_row(repre, query.active_site, query.remote_site, retry_cnt, now)
+            if row is not None:
+                yield row, repre.created_dt
+
+    @_guarded
+    def file_details(
+        self, project: str, repre_id: str, active_site: str, remote_site: str,
+        retry_cnt: int, now: datetime,
+    ) -> list[FileDetail]:
+        now = _aware(now)
+        repre = parse_representation(self._find_raw(project, repre_id), project)
+        details = []
+        for file in repre.files:
+            a, r = file.site(active_site), file.site(remote_site)
+            details.append(FileDetail(
+                file_id=file.id, path=file.path, size=file.size, active=a, remote=r,
+                active_status=site_status(a, retry_cnt, now),
+                remote_status=site_status(r, retry_cnt, now),
+                status=file_pair_status(file, active_site, remote_site, retry_cnt, now),
+            ))
+        return details
+
+    # -- change notification -------------------------------------------------------------------
+
+    def _on_change(self, event: Mapping[str, Any]) -> None:
+        project = (event.get("ns") or {}).get("coll")
+        if project and _event_may_add_legacy(event):
+            self._legacy_hint(project)
+
+    def _started_watcher(self) -> _ChangeWatcher | None:
+        with self._lock:
+            if self._closed:
+                return None
+            watcher, created = self._watcher, False
+            if watcher is None:
+                watcher = self._watcher = _ChangeWatcher(
+                    self._db, self._on_change, self._redact, self.use_change_streams)
+                created = True
+        if created:
+            watcher.start(self._timeout_s + 1.0)
+        else:  # another thread may still be opening the stream
+            watcher.wait_ready(self._timeout_s + 1.0)
+        return watcher
+
+    def change_marker(self) -> object:
+        """A counter bumped by a background change-stream follower (see _ChangeWatcher);
+        the stream is already open when this returns, so no later write is missed."""
+        watcher = self._started_watcher()
+        return watcher.count if watcher is not None else -1
+
+    def wait_for_change(self, marker: object, timeout_s: float) -> bool:
+        watcher = self._started_watcher()
+        if watcher is None:
+            return False
+        if not isinstance(marker, int) or isinstance(marker, bool):
+            return True  # not one of ours: be safe and report a change
+        return watcher.wait_past(marker, timeout_s)
+
+
+# -- helpers used by the store ------------------------------------------------------------------
+
+
+def _entry_keys(keys: Iterable[str]) -> Doc:
+    return {_ENTRY + key: "" for key in keys}
+
+
+def _raw_entries(doc: Mapping[str, Any], site: str) -> list[tuple[Doc, Doc]]:
+    """(raw file, raw site entry) for every list-form file that has an entry for ``site``."""
+    found = []
+    for raw_file in doc.get("files") or []:
+        sites = raw_file.get("sites") if isinstance(raw_file, Mapping) else None
+        if not isinstance(sites, list):
+            continue
+        entry = next((e for e in sites if isinstance(e, Mapping) and e.get("name") == site),
+                     None)
+        if entry is not None:
+            found.append((raw_file, entry))
+    return found
+
+
+def _with_ids(repre: Representation) -> Representation:
+    """Give a new representation (and files) ids, as OpenPype's integrator does."""
+    files = tuple(f if f.id else replace(f, id=str(ObjectId())) for f in repre.files)
+    return replace(repre, id=repre.id or str(ObjectId()), files=files)
+
+
+def _project_paused(doc: Mapping[str, Any]) -> bool:
+    data = doc.get("data")
+    nested = isinstance(data, Mapping) and bool(data.get("sitesync_paused"))
+    return nested or bool(doc.get("sitesync_paused"))
+
+
+def _project_code(doc: Mapping[str, Any]) -> str:
+    data = doc.get("data")
+    code = data.get("code") if isinstance(data, Mapping) else None
+    return str(code or doc.get("code") or "")
