@@ -328,13 +328,17 @@ class Engine:
                     self._set_state("paused", in_flight=self.in_flight)
                     self._wake.wait(self.settings.loop_delay)
                     continue
+                # Idle means: nothing was running before we looked for work, and the look
+                # found nothing. (Checking only afterwards would race with transfers that
+                # finish meanwhile and end `--once` early.)
+                busy_before = self.in_flight
                 dispatched, more = self._fill_slots()
                 self._check_in_flight()
                 if offline_since is not None:
                     offline_since = None
                     _log.info("database reachable again")
                 busy = self.in_flight
-                if busy or dispatched:
+                if busy or dispatched or busy_before:
                     self._set_state("running", in_flight=busy, message=self._problems_text())
                     # Wake when a slot frees (the worker sets _wake), on a change, or to
                     # renew leases.
