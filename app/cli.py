@@ -50,6 +50,7 @@ class _Context:
     def settings(self) -> Settings:
         if self._settings is None:
             self._settings = load_settings(Path(self.args.config) if self.args.config else None)
+            _create_owned_roots(self._settings)
         return self._settings
 
     @property
@@ -67,6 +68,20 @@ class _Context:
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
+
+
+def _create_owned_roots(settings: Settings) -> None:
+    """Create site roots that live in SiteSync's own data folder (the default sites).
+
+    Roots anywhere else are never created: a missing NAS mount must fail loudly, not
+    fill the local disk under an empty mount point.
+    """
+    owned = paths.data_dir().resolve()
+    for site in settings.sites.values():
+        for root in site.roots.values():
+            path = Path(root)
+            if path.is_absolute() and owned in path.resolve().parents:
+                path.mkdir(parents=True, exist_ok=True)
 
 
 def _print(text: str = "") -> None:
