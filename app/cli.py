@@ -84,8 +84,15 @@ def _create_owned_roots(settings: Settings) -> None:
                 path.mkdir(parents=True, exist_ok=True)
 
 
+_print_lock = threading.Lock()
+
+
 def _print(text: str = "") -> None:
-    print(text, flush=True)
+    """One whole line per call: transfer threads print concurrently, and `print` writes
+    the text and the newline separately, which interleaves records."""
+    with _print_lock:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
 
 
 def _human_size(size: float) -> str:

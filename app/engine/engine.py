@@ -80,9 +80,11 @@ class _Job:
     token: CancelToken = field(default_factory=CancelToken)
     lock: threading.Lock = field(default_factory=threading.Lock)
     pair: SitePair | None = None
-    last_db_progress: float = 0.0
-    last_event: float = 0.0
     started: float = field(default_factory=time.monotonic)
+    # Progress goes to the database only for transfers that last: a small file's one
+    # progress write would cost as much as its transfer.
+    last_db_progress: float = field(default_factory=time.monotonic)
+    last_event: float = 0.0
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -170,7 +172,8 @@ class Engine:
         self._pair_problems: dict[SitePair, str] = {}
         self._thread: threading.Thread | None = None
         self._watcher: threading.Thread | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._executors: dict[str, ThreadPoolExecutor] = {}
+        self._pairs_cache: tuple[float, list[SitePair]] = (0.0, [])
         self._state_name = "stopped"
         self._message = ""
         self._last_published: tuple[str, int, str] | None = None
@@ -208,8 +211,6 @@ class Engine:
         if self._thread is not None:
             raise RuntimeError("engine already started")
         self._once = once
-        workers = max(1, self.settings.engine.workers_per_site) * 4
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sitesync-transfer")
         self._thread = threading.Thread(target=self._run, name="sitesync-engine", daemon=True)
         self._watcher = threading.Thread(target=self._watch_store, name="sitesync-watch", daemon=True)
         self._set_state("starting")
@@ -226,10 +227,13 @@ class Engine:
         deadline = time.monotonic() + timeout_s
         if self._thread is not None:
             self._thread.join(max(0.0, deadline - time.monotonic()))
-        if self._executor is not None:
-            if drain and not self._wait_jobs(deadline):
-                self._cancel(lambda job: True, "SiteSync is shutting down")
-            self._executor.shutdown(wait=True, cancel_futures=True)
+        if drain and not self._wait_jobs(deadline):
+            self._cancel(lambda job: True, "SiteSync is shutting down")
+        with self._lock:
+            executors = list(self._executors.values())
+        for executor in executors:
+            # Queued jobs still run, see their cancelled token at once and release.
+            executor.shutdown(wait=True)
         if self._watcher is not None:
             self._watcher.join(2.0)
         for provider in self._providers.values():
@@ -261,6 +265,7 @@ class Engine:
 
     def pause_project(self, project: str, paused: bool = True) -> None:
         self.store.set_project_paused(project, paused)
+        self._pairs_cache = (0.0, [])
         if paused:
             self._cancel(lambda job: job.item.project == project, f"project {project} paused")
         self._wake.set()
@@ -285,6 +290,7 @@ class Engine:
             self.settings = settings
             old = list(self._providers.values())
             self._providers.clear()
+            self._pairs_cache = (0.0, [])
             self._pair_problems.clear()
         for provider in old:
             provider.close()
@@ -382,17 +388,35 @@ class Engine:
                 _log.exception("store watcher error")
                 self._stopping.wait(2.0)
 
+    def _cached_pairs(self) -> list[SitePair]:
+        """Pairs, re-read at most twice a second: the loop wakes after every finished
+        file, and asking the database for projects each time would cost more than the
+        transfer of a small file. User actions through this engine clear the cache."""
+        stamp, pairs = self._pairs_cache
+        if time.monotonic() - stamp > 0.5:
+            pairs = self.pairs()
+            self._pairs_cache = (time.monotonic(), pairs)
+        return pairs
+
     def _fill_slots(self) -> tuple[int, bool]:
-        """Claim work into free slots; returns (dispatched, maybe_more)."""
+        """Claim work for every pair whose queue runs low; returns (dispatched, maybe_more).
+
+        Each remote site gets ``workers_per_site`` transfers running plus as many claimed
+        and waiting in its executor, so a worker that finishes starts the next file at
+        once, and the database is asked in batches (one query, one claim transaction per
+        ``workers_per_site`` files) instead of once per file.
+        """
         dispatched = 0
         more = False
         engine_settings = self.settings.engine
-        for pair in self.pairs():
+        workers = max(1, engine_settings.workers_per_site)
+        for pair in self._cached_pairs():
             if self._stopping.is_set():
                 break
-            free = engine_settings.workers_per_site - self._busy_for(pair.remote)
-            if free <= 0:
-                continue
+            busy = self._busy_for(pair.remote)
+            free = 2 * workers - busy
+            if busy > workers or free <= 0:
+                continue  # its queue still holds claimed work
             ps = self.settings.project(pair.project)
             if not self._providers_ready(pair, ps):
                 continue
@@ -401,20 +425,16 @@ class Engine:
                 exclude = frozenset((k[0], k[1]) for k in self._jobs)
             items = self.store.find_work(
                 pair.project, pair.active, pair.remote, ps.retry_cnt, now,
-                limit=free * 2, exclude=exclude,
+                limit=free, exclude=exclude,
             )
-            for item in items:
-                if free <= 0:
-                    more = True
-                    break
-                lease_until = now + timedelta(seconds=engine_settings.lease_s)
-                claim = self.store.claim(item, self.owner, lease_until, now)
-                if claim is None:
-                    more = True  # someone else took it; there may be more behind it
-                    continue
-                self._submit(_Job(item=item, claim=claim, pair=pair))
-                dispatched += 1
-                free -= 1
+            if not items:
+                continue
+            lease_until = now + timedelta(seconds=engine_settings.lease_s)
+            claims = self.store.claim_many(items, self.owner, lease_until, now)
+            more = more or len(items) == free or len(claims) < len(items)
+            for claim in claims:
+                self._submit(_Job(item=claim.item, claim=claim, pair=pair))
+            dispatched += len(claims)
         return dispatched, more
 
     def _busy_for(self, site: str) -> int:
@@ -452,15 +472,22 @@ class Engine:
             return provider
 
     def _submit(self, job: _Job) -> None:
-        assert self._executor is not None
+        site = job.pair.remote if job.pair else job.item.target_site
         with self._lock:
             self._jobs[job.key] = job
-        self._executor.submit(self._work, job)
+            executor = self._executors.get(site)
+            if executor is None:
+                executor = ThreadPoolExecutor(
+                    max_workers=max(1, self.settings.engine.workers_per_site),
+                    thread_name_prefix=f"sitesync-{site}")
+                self._executors[site] = executor
+        executor.submit(self._work, job)
 
     # -- one transfer, on a worker thread -------------------------------------------------------
 
     def _work(self, job: _Job) -> None:
         item = job.item
+        job.started = job.last_db_progress = time.monotonic()
         try:
             source = self._provider(item.project, item.source_site)
             target = self._provider(item.project, item.target_site)
@@ -559,7 +586,10 @@ class Engine:
             if job.item.project in paused_projects:
                 job.token.cancel(f"project {job.item.project} paused")
                 continue
-            if self._paused_in_store(job):
+            # A pause written by another process stops long transfers; one that ends
+            # within a second is not worth a database read per file.
+            long_running = time.monotonic() - job.started > 1.0
+            if long_running and self._paused_in_store(job):
                 job.token.cancel("representation paused")
                 continue
             with job.lock:

@@ -126,6 +126,19 @@ class Store(abc.ABC):
         """Atomically take ``item`` for ``owner``; None if someone else holds a live lease,
         the target became available, was paused or removed meanwhile."""
 
+    def claim_many(
+        self, items: list[WorkItem], owner: str, lease_until: datetime, now: datetime
+    ) -> list[Claim]:
+        """Claim several items; returns the claims won, in order. Same rules as
+        :meth:`claim`. Back-ends override it to claim in one round trip, which is what
+        keeps a scheduler of many small files from waiting on the database."""
+        claims = []
+        for item in items:
+            claim = self.claim(item, owner, lease_until, now)
+            if claim is not None:
+                claims.append(claim)
+        return claims
+
     @abc.abstractmethod
     def extend_lease(self, claim: Claim, lease_until: datetime) -> Claim | None:
         """Push the lease out; None if the claim was lost (expired and taken, reset, removed)."""

@@ -1007,6 +1007,26 @@ class SqliteStore(Store):
         return Claim(item=item, owner=owner, lease_until=lease_until) if won else None
 
     @_guarded
+    def claim_many(
+        self, items: list[WorkItem], owner: str, lease_until: datetime, now: datetime
+    ) -> list[Claim]:
+        """Every claim in one write transaction: one lock and one commit for a batch."""
+        lease_until = _aware(lease_until)
+        won = []
+        with self._write() as conn:
+            for item in items:
+                params = _item_params(item) | {
+                    "source": item.source_site,
+                    "owner": owner,
+                    "lease_until": _ts(lease_until),
+                    "tries": item.tries,
+                    "now": _ts(now),
+                }
+                if conn.execute(_CLAIM_SQL, params).rowcount == 1:
+                    won.append(Claim(item=item, owner=owner, lease_until=lease_until))
+        return won
+
+    @_guarded
     def extend_lease(self, claim: Claim, lease_until: datetime) -> Claim | None:
         lease_until = _aware(lease_until)
         updated = self._update_held(

@@ -515,3 +515,16 @@ def test_wait_for_change_wakes_on_a_write(store_factory):
     assert watcher.wait_for_change(marker, 10) is True
     assert time.monotonic() - started < 5
     timer.join()
+
+
+def test_claim_many_is_claim_in_one_go(store_factory):
+    a, b = store_factory(), store_factory()
+    a.ensure_project("demo")
+    a.insert_representation(make_repre(files=4))
+    items = a.find_work("demo", "studio", "gdrive", RETRY, T0)
+    first = a.claim_many(items[:3], "engine-a", later(60), T0)
+    assert [c.item.file_id for c in first] == [i.file_id for i in items[:3]]
+    assert all(c.owner == "engine-a" and c.lease_until == later(60) for c in first)
+    second = b.claim_many(items, "engine-b", later(60), T0)
+    assert [c.item.file_id for c in second] == [items[3].file_id]
+    assert b.claim_many([], "engine-b", later(60), T0) == []

@@ -420,13 +420,6 @@ def test_three_engines_on_one_database_move_every_file_exactly_once(harness: Har
         assert run.reported_count() == len(run.synced_paths()), run.describe()
     check_all_synced(h)
 
+    # Console records come from several transfer threads: each must be a whole line.
     garbled = [line for run in runs for line in run.interleaved_lines()]
-    if garbled:
-        # Everything the engine promises held (checked above); only the console output is
-        # wrong. Known bug, outside the engine: app/cli.py `_print` is `print(text,
-        # flush=True)`, called from the engine's transfer threads via FileSynced events;
-        # `print` writes the text and the newline as two writes, so two threads can produce
-        # "synced A (..)synced B (..)\n\n". Remove this once `_print` writes one string
-        # under a lock.
-        pytest.xfail(f"console records of concurrent transfers interleaved on one line "
-                     f"(app/cli.py _print is not atomic): {garbled[:2]}")
+    assert not garbled, f"console records interleaved: {garbled[:2]}"
