@@ -18,21 +18,27 @@ shutdown, a lost lease) keeps the partial data for a resume and counts no try.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from app.errors import CancelledTransfer, PermanentError
 from app.model import WorkItem
-from providers.base import CHECKSUM_ALGORITHM, Provider
+from providers.base import CHECKSUM_ALGORITHM, Provider, Reader
 
 __all__ = ["CHUNK_BYTES", "CancelToken", "TransferResult", "transfer_file"]
 
 #: Read size. Large enough that per-call overhead vanishes on fast disks, small enough that
 #: pause reacts within a fraction of a second on slow links.
 CHUNK_BYTES = 4 * 1024 * 1024
+#: Files at least this large are read and hashed on a second thread (see _pipelined).
+PIPELINE_MIN_BYTES = 16 * 1024 * 1024
+PIPELINE_DEPTH = 4
 
 
 class CancelToken:
@@ -92,15 +98,14 @@ def transfer_file(
         if on_start is not None:
             on_start(offset)
         done = 0
-        with source.open_reader(item.path, 0) as reader:
-            while True:
+        produce = _pipelined if item.size >= PIPELINE_MIN_BYTES else _sequential
+        with source.open_reader(item.path, 0) as reader, \
+                contextlib.closing(produce(reader, hasher, token)) as chunks:
+            # closing(): the read thread is joined before the reader is closed.
+            for chunk in chunks:
                 if token.cancelled:
                     keep_partial = True
                     token.raise_if_cancelled()
-                chunk = reader.read(CHUNK_BYTES)
-                if not chunk:
-                    break
-                hasher.update(chunk)
                 end = done + len(chunk)
                 if end > item.size:
                     raise _changed(item, f"it is now larger than the published {item.size} bytes")
@@ -109,6 +114,9 @@ def transfer_file(
                 done = end
                 if on_progress is not None:
                     on_progress(done, item.size)
+        if token.cancelled:  # the chunk source stops early when cancelled
+            keep_partial = True
+            token.raise_if_cancelled()
         if done != item.size:
             raise _changed(item, f"it has {done} bytes, the publish recorded {item.size}")
         digest = hasher.hexdigest()
@@ -134,6 +142,69 @@ def transfer_file(
         resumed_from=offset,
         seconds=time.monotonic() - started,
     )
+
+
+def _sequential(reader: Reader, hasher: Any, token: CancelToken) -> Iterator[bytes]:
+    """Read and hash on the caller's thread: for small files a second thread costs more
+    than it saves."""
+    while not token.cancelled:
+        chunk = reader.read(CHUNK_BYTES)
+        if not chunk:
+            return
+        hasher.update(chunk)
+        yield chunk
+
+
+def _pipelined(reader: Reader, hasher: Any, token: CancelToken) -> Iterator[bytes]:
+    """Read and hash on a helper thread while the caller writes the previous chunks.
+
+    Reading, hashing and writing a large file one after the other leaves a core idle;
+    both hashlib and file I/O release the GIL, so two threads overlap them. The queue is
+    short, so memory stays at a few chunks whatever the file size.
+    """
+    chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=PIPELINE_DEPTH)
+    stop = threading.Event()
+
+    def put(value: bytes | BaseException | None) -> bool:
+        while not stop.is_set():
+            try:
+                chunks.put(value, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            while not stop.is_set() and not token.cancelled:
+                chunk = reader.read(CHUNK_BYTES)
+                if not chunk:
+                    break
+                hasher.update(chunk)
+                if not put(chunk):
+                    return
+            put(None)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            put(exc)
+
+    thread = threading.Thread(target=produce, name="sitesync-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            try:
+                item = chunks.get(timeout=0.1)
+            except queue.Empty:
+                if token.cancelled:
+                    return  # the caller sees the token and raises CancelledTransfer
+                continue
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _changed(item: WorkItem, detail: str) -> PermanentError:
