@@ -229,3 +229,42 @@ def test_changed_source_is_refused(sync_env):
     assert "changed after it was published" in state.error
     target = env.roots["studio"] / repre.files[0].path.replace("{root[work]}/", "")
     assert not target.exists() and env.part_files() == []
+
+
+def test_stop_with_drain_lets_running_transfers_finish(sync_env):
+    env = sync_env
+    repre_id = env.publish(LOCAL_ID, "drain", files=1, size=4 * 1024 * 1024)
+    engine = env.engine(provider_factory=_slow_factory(0.02))
+    engine.start()
+    env.wait_for(lambda: env.of_type(TransferStarted))
+    engine.stop(drain=True, timeout_s=30)
+    assert _all_synced(env, repre_id, "studio")
+    assert engine.state == "stopped" and env.part_files() == []
+
+
+def test_a_server_serves_as_its_own_site(sync_env, tmp_path):
+    """`serve --site studio`: the studio server backs studio up to another site without
+    pretending to be an artist machine."""
+    import json
+
+    from app.settings import load_settings
+
+    env = sync_env
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    raw = json.loads(env.settings_path.read_text())
+    raw["sites"]["backup"] = {"provider": "local_drive", "root": {"work": str(backup)}}
+    raw["publish_site"], raw["remote_site"] = "studio", "backup"
+    env.settings_path.write_text(json.dumps(raw))
+    env.settings = load_settings(env.settings_path)
+    env.roots["backup"] = backup
+    repre_id = env.publish("studio", "plate", files=2, queued=("backup",))
+    artist_only = env.publish(LOCAL_ID, "wip", files=1, queued=("studio",))
+    engine = env.engine(serve_site="studio")
+    assert [(p.active, p.remote) for p in engine.pairs()] == [("studio", "backup")]
+    engine.start()
+    env.wait_for(lambda: _all_synced(env, repre_id, "backup"))
+    assert env.same_bytes(env.store.get_representation("demo", repre_id).files[0].path,
+                          "studio", "backup")
+    # The artist's upload is not this server's pair.
+    assert not _all_synced(env, artist_only, "studio")
