@@ -189,7 +189,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def reset_failed(self, project: str, site: str | None = None) -> int:
         """Reset every failed entry (tries or permanent error, not available) in the
-        project, optionally only for one site. Returns entries reset."""
+        project, optionally only for one site. Returns entries reset.
+
+        Paused entries are left alone: they show as Paused, not Failed (app.status), and
+        resetting would drop the pause the user set."""
 
     @abc.abstractmethod
     def add_site(

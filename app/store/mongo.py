@@ -1084,7 +1084,7 @@ class MongoStore(Store):
         for raw_file, file in zip(doc["files"], repre.files, strict=True):
             for state in file.sites:
                 if (site is not None and state.name != site) or state.available or \
-                        not (state.tries > 0 or state.permanent):
+                        state.paused or not (state.tries > 0 or state.permanent):
                     continue
                 found = _raw_entries({"files": [raw_file]}, state.name)
                 if found:

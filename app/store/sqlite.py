@@ -1126,15 +1126,16 @@ class SqliteStore(Store):
 
     @_guarded
     def reset_failed(self, project: str, site: str | None = None) -> int:
-        """Failed = not available with a counted try or a permanent error, as the contract
-        defines it (retry_cnt is not known here)."""
+        """Failed = not available, not paused, with a counted try or a permanent error,
+        as the contract defines it (retry_cnt is not known here)."""
         only_site = "" if site is None else " AND site = :site"
         with self._write() as conn:
             self._require_project(conn, project)
             cursor = conn.execute(
                 f"""
                 UPDATE file_sites SET {_RESET_ENTRY}
-                WHERE created_dt IS NULL AND (tries > 0 OR permanent = 1){only_site}
+                WHERE created_dt IS NULL AND paused = 0
+                  AND (tries > 0 OR permanent = 1){only_site}
                   AND file_seq IN (
                       SELECT f.seq FROM files AS f
                       JOIN representations AS r ON r.seq = f.repre_seq

@@ -326,8 +326,11 @@ def test_reset_failed_in_project(store):
     a = store.insert_representation(make_repre(asset="a", files=2, sites=failed))
     b = store.insert_representation(make_repre(asset="b", files=1, sites=failed))
     store.insert_representation(make_repre(asset="c", files=1))  # queued: untouched
+    held = store.insert_representation(make_repre(asset="d", files=1, sites={
+        "studio": {"created_dt": T0}, "gdrive": {"tries": 3, "error": "x", "paused": True}}))
     assert store.reset_failed("demo", "studio") == 0
     assert store.reset_failed("demo") == 3
+    assert _status(store, held, "gdrive") is Status.PAUSED  # the user's pause is kept
     assert _status(store, a, "gdrive") is Status.QUEUED
     assert _status(store, b, "gdrive") is Status.QUEUED
 
