@@ -918,13 +918,18 @@ class SqliteStore(Store):
                 entry.update(loaded.extras.site(position, entry["name"]))
         return doc
 
-    def _load(self, conn: sqlite3.Connection, project: str, repre_id: str) -> _Loaded:
+    def _repre_row(self, conn: sqlite3.Connection, project: str, repre_id: str) -> sqlite3.Row:
+        """The representation's row, or KeyError naming what is missing (project or id)."""
         row = conn.execute(
             "SELECT * FROM representations WHERE project = ? AND id = ?", (project, repre_id)
         ).fetchone()
         if row is None:
             self._require_project(conn, project)
             raise KeyError(f"no representation {repre_id} in project {project!r}")
+        return row
+
+    def _load(self, conn: sqlite3.Connection, project: str, repre_id: str) -> _Loaded:
+        row = self._repre_row(conn, project, repre_id)
         files = conn.execute(
             "SELECT * FROM files WHERE repre_seq = ? ORDER BY position", (row["seq"],)
         ).fetchall()
@@ -948,13 +953,7 @@ class SqliteStore(Store):
         ).fetchone()[0]
 
     def _repre_seq(self, conn: sqlite3.Connection, project: str, repre_id: str) -> int:
-        row = conn.execute(
-            "SELECT seq FROM representations WHERE project = ? AND id = ?", (project, repre_id)
-        ).fetchone()
-        if row is None:
-            self._require_project(conn, project)
-            raise KeyError(f"no representation {repre_id} in project {project!r}")
-        return int(row["seq"])
+        return int(self._repre_row(conn, project, repre_id)["seq"])
 
     # -- work and claims -----------------------------------------------------------------------
 
@@ -995,15 +994,8 @@ class SqliteStore(Store):
         paused, not backing off, same `tries` (so a stale item cannot spend a try another
         engine already counted), source still available, project not paused, no live lease."""
         lease_until = _aware(lease_until)
-        params = _item_params(item) | {
-            "source": item.source_site,
-            "owner": owner,
-            "lease_until": _ts(lease_until),
-            "tries": item.tries,
-            "now": _ts(now),
-        }
         with self._write() as conn:
-            won = conn.execute(_CLAIM_SQL, params).rowcount == 1
+            won = conn.execute(_CLAIM_SQL, _claim_params(item, owner, lease_until, now)).rowcount == 1
         return Claim(item=item, owner=owner, lease_until=lease_until) if won else None
 
     @_guarded
@@ -1015,13 +1007,7 @@ class SqliteStore(Store):
         won = []
         with self._write() as conn:
             for item in items:
-                params = _item_params(item) | {
-                    "source": item.source_site,
-                    "owner": owner,
-                    "lease_until": _ts(lease_until),
-                    "tries": item.tries,
-                    "now": _ts(now),
-                }
+                params = _claim_params(item, owner, lease_until, now)
                 if conn.execute(_CLAIM_SQL, params).rowcount == 1:
                     won.append(Claim(item=item, owner=owner, lease_until=lease_until))
         return won
@@ -1297,6 +1283,19 @@ def _assemble(
     )
     extras = _Extras(_load_json(row["extra_json"]), tuple(file_extras), tuple(site_extras))
     return _Loaded(repre, extras)
+
+
+def _claim_params(
+    item: WorkItem, owner: str, lease_until: datetime, now: datetime
+) -> dict[str, Any]:
+    """Parameters of _CLAIM_SQL: the item as find_work saw it, plus the new lease."""
+    return _item_params(item) | {
+        "source": item.source_site,
+        "owner": owner,
+        "lease_until": _ts(lease_until),
+        "tries": item.tries,
+        "now": _ts(now),
+    }
 
 
 def _item_params(item: WorkItem) -> dict[str, Any]:
