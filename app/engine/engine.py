@@ -46,6 +46,7 @@ from app.events.types import (
     FileProgress,
     FileSynced,
     TransferStarted,
+    TransferStopped,
 )
 from app.model import Claim, WorkItem
 from app.settings import ProjectSettings, Settings
@@ -511,10 +512,14 @@ class Engine:
             else:
                 _log.warning("claim on %s was lost before it was recorded; another engine "
                              "owns it now", item.path)
+                self.bus.publish(TransferStopped(self._clock(), *self._file_fields(item),
+                                                 reason="the claim was lost"))
         except CancelledTransfer as exc:
             _log.info("transfer of %s stopped: %s", item.path, exc)
             with job.lock:
                 self._quietly(lambda: self.store.release(job.claim))
+            self.bus.publish(TransferStopped(self._clock(), *self._file_fields(item),
+                                             reason=str(exc)))
         except PermanentError as exc:
             self._fail(job, str(exc), permanent=True)
         except TransientError as exc:

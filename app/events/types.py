@@ -19,6 +19,7 @@ __all__ = [
     "FileProgress",
     "FileSynced",
     "TransferStarted",
+    "TransferStopped",
 ]
 
 
@@ -68,6 +69,17 @@ class FileFailed(_FileEvent):
     tries: int
     permanent: bool
     next_attempt_dt: datetime | None
+
+
+@dataclass(frozen=True)
+class TransferStopped(_FileEvent):
+    """A transfer ended without a result: paused, shut down, or its claim was lost.
+
+    No try is counted and the file stays queued; listeners (the tray's in-flight totals,
+    the queue's rows) need it because otherwise the transfer would look running forever.
+    """
+
+    reason: str
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import time
 from datetime import datetime, timezone
 
 from app.errors import TransientError
-from app.events.types import FileFailed, FileSynced, TransferStarted
+from app.events.types import FileFailed, FileSynced, TransferStarted, TransferStopped
 from app.model import Status
 from app.status import site_status
 from providers.registry import create_provider
@@ -164,6 +164,9 @@ def test_pausing_mid_transfer_keeps_partial_data_and_counts_no_try(sync_env):
     assert state.tries == 0 and state.created_dt is None and state.lease_owner is None
     assert len(env.part_files()) == 1 and env.part_files()[0].stat().st_size > 0
     assert not env.of_type(FileFailed)
+    # Listeners learn the transfer ended (the tray's in-flight count, the queue's row).
+    env.wait_for(lambda: env.of_type(TransferStopped))
+    assert env.of_type(TransferStopped)[0].reason == "representation paused"
     engine.pause_representation("demo", repre_id, "studio", paused=False)
     env.wait_for(lambda: _all_synced(env, repre_id, "studio"), timeout=60)
     resumed = [e.resumed_from for e in env.of_type(TransferStarted)]
