@@ -159,5 +159,17 @@ class Provider(abc.ABC):
         """Problems that stop this site from working (for `sitesync doctor`); [] if fine."""
         return []
 
+    def sweep_partials(self, max_age_s: float) -> list[str]:
+        """Remove temporary files that interrupted transfers left behind and nobody came
+        back for: older than ``max_age_s`` (by modification time) and not being written
+        now. Returns the provider paths removed.
+
+        A resumed transfer reuses its temporary file, so most are claimed again; the rest
+        (the site was removed from the file, the representation deleted, a crash right
+        before a permanent failure) would otherwise fill the site for ever. Providers that
+        leave nothing behind (uploads that expire on the server) keep this default.
+        """
+        return []
+
     def close(self) -> None:  # noqa: B027 - optional hook, most providers hold nothing
         """Release connections and clients."""

@@ -16,6 +16,7 @@ import errno
 import hashlib
 import os
 import stat as stat_mod
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -214,6 +215,38 @@ def _fsync_dir(directory: str) -> None:
     except OSError as exc:
         if exc.errno not in _DIR_FSYNC_UNSUPPORTED:
             raise
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_part(path: str, cutoff: float) -> bool:
+    """Unlink ``path`` if it is a regular file last modified before ``cutoff`` that no
+    writer holds; True if removed. The lock is held across the final checks and the
+    unlink, so a writer resuming it at that moment gets "another transfer is writing"
+    (and retries) rather than writing into a file that vanishes."""
+    try:
+        before = os.lstat(path)
+        if not stat_mod.S_ISREG(before.st_mode) or before.st_mtime >= cutoff:
+            return False
+        fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | _O_BINARY | _O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False  # a transfer is writing it right now
+            except OSError:
+                pass  # no flock on this file system: the age alone decides
+        held = os.fstat(fd)
+        # Still the same, still old: not replaced by a new part, not written meanwhile.
+        if not os.path.samestat(held, os.lstat(path)) or held.st_mtime >= cutoff:
+            return False
+        os.unlink(path)
+        return True
+    except OSError:
+        return False
     finally:
         os.close(fd)
 
@@ -610,6 +643,33 @@ class LocalDriveProvider(Provider):
                 if exc.errno == errno.ENOTDIR:
                     continue
                 raise classify_oserror(exc, self.site, target, "deleting") from exc
+
+    def sweep_partials(self, max_age_s: float) -> list[str]:
+        """Remove ``.<name>.sitesync-part`` files under every root that are older than
+        ``max_age_s`` and not locked by a writer (every writer holds an exclusive flock
+        on its part file, see :meth:`_lock`).
+
+        Symlinked folders are not followed (a link out of the root must never lead the
+        sweep elsewhere) and links named like part files are left alone. A problem with
+        one entry skips that entry: sweeping is housekeeping and never fails the site.
+        """
+        cutoff = time.time() - max_age_s
+        removed: list[str] = []
+        walked: set[str] = set()
+        for spec in self._roots.values():
+            if spec.path is None or not os.path.isdir(spec.path):
+                continue
+            real = os.path.realpath(spec.path)
+            if real in walked:
+                continue
+            walked.add(real)
+            for directory, _dirs, names in os.walk(real, followlinks=False):
+                for name in names:
+                    if name.startswith(".") and name.endswith(PART_SUFFIX):
+                        path = os.path.join(directory, name)
+                        if _remove_stale_part(path, cutoff):
+                            removed.append(path)
+        return removed
 
     def check(self) -> list[str]:
         """Roots that are unconfigured, missing, not folders or not writable.

@@ -145,6 +145,11 @@ class Engine:
     machine are still told apart.
     """
 
+    #: The sweep of abandoned part files runs this long after start (so a `--once` run
+    #: that finishes sooner does not walk the sites), then every SWEEP_INTERVAL_S.
+    SWEEP_DELAY_S = 60.0
+    SWEEP_INTERVAL_S = 6 * 3600.0
+
     def __init__(
         self,
         store: Store,
@@ -173,6 +178,7 @@ class Engine:
         self._pair_problems: dict[SitePair, str] = {}
         self._thread: threading.Thread | None = None
         self._watcher: threading.Thread | None = None
+        self._sweeper: threading.Thread | None = None
         self._executors: dict[str, ThreadPoolExecutor] = {}
         self._pairs_cache: tuple[float, list[SitePair]] = (0.0, [])
         self._state_name = "stopped"
@@ -214,9 +220,11 @@ class Engine:
         self._once = once
         self._thread = threading.Thread(target=self._run, name="sitesync-engine", daemon=True)
         self._watcher = threading.Thread(target=self._watch_store, name="sitesync-watch", daemon=True)
+        self._sweeper = threading.Thread(target=self._sweep_loop, name="sitesync-sweep", daemon=True)
         self._set_state("starting")
         self._thread.start()
         self._watcher.start()
+        self._sweeper.start()
 
     def stop(self, drain: bool = False, timeout_s: float = 30.0) -> None:
         """Stop. ``drain`` lets running transfers finish (up to ``timeout_s``); otherwise
@@ -237,6 +245,8 @@ class Engine:
             executor.shutdown(wait=True)
         if self._watcher is not None:
             self._watcher.join(2.0)
+        if self._sweeper is not None:
+            self._sweeper.join(2.0)  # a walk of a slow NAS is not waited for
         for provider in self._providers.values():
             try:
                 provider.close()
@@ -388,6 +398,53 @@ class Engine:
             except Exception:
                 _log.exception("store watcher error")
                 self._stopping.wait(2.0)
+
+    def _sweep_loop(self) -> None:
+        delay = self.SWEEP_DELAY_S
+        while not self._stopping.wait(delay):
+            try:
+                self.sweep_partials()
+            except StoreUnavailableError:
+                pass  # the loop reports the outage; try again next time
+            except Exception:
+                _log.exception("sweeping abandoned part files")
+            delay = self.SWEEP_INTERVAL_S
+
+    def sweep_partials(self) -> int:
+        """Delete temporary files of interrupted transfers nobody resumed within
+        ``engine.partial_max_age_h`` on every site this engine serves; returns how many.
+
+        Without this, a part file whose file was later removed from the site, deleted or
+        failed for good would stay on the site for ever. Resumable work is safe: a
+        transfer resumes (and so touches) its part long before that age, and a part being
+        written is locked, which the provider respects.
+        """
+        max_age_h = self.settings.engine.partial_max_age_h
+        if max_age_h <= 0:
+            return 0
+        removed = 0
+        done: set[tuple[str, str]] = set()
+        for pair in self._cached_pairs():
+            for site in (pair.active, pair.remote):
+                if self._stopping.is_set():
+                    return removed
+                try:
+                    config = self.settings.project(pair.project).site(site)
+                    key = (site, repr(sorted(config.roots.items())))
+                    if key in done:
+                        continue  # the same storage under another project
+                    done.add(key)
+                    paths = self._provider(pair.project, site).sweep_partials(max_age_h * 3600)
+                except SiteSyncError as exc:
+                    _log.warning("cannot sweep part files on site %s: %s", site, exc)
+                    continue
+                for path in paths:
+                    _log.info("removed abandoned part file %s on site %s", path, site)
+                if paths:
+                    _log.warning("removed %d abandoned part file(s) older than %g h on site %s",
+                                 len(paths), max_age_h, site)
+                removed += len(paths)
+        return removed
 
     def _cached_pairs(self) -> list[SitePair]:
         """Pairs, re-read at most twice a second: the loop wakes after every finished

@@ -55,6 +55,8 @@ class EngineSettings:
     progress_interval_s: float = 1.0
     #: Site this engine acts as; "" = this machine's local_id (see Settings.serve_site).
     serve_site: str = ""
+    #: Age (hours) at which an abandoned part file is swept; 0 disables the sweep.
+    partial_max_age_h: float = 48.0
 
 
 @dataclass(frozen=True)

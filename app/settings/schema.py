@@ -130,6 +130,9 @@ ENGINE_OPTIONS: tuple[Option, ...] = (
            minimum=0, strict_minimum=True, maximum=3600),
     Option("serve_site", Kind.TEXT, "", "Site this engine acts as, e.g. on a studio server; "
            "empty = this machine (local_id).", restart=True),
+    Option("partial_max_age_h", Kind.NUMBER, 48, "Hours after which an interrupted "
+           "transfer's temporary file that nobody resumed is deleted; 0 = never.",
+           minimum=0, maximum=24 * 365),
 )
 
 COMMON_SITE_OPTIONS: tuple[Option, ...] = (

@@ -67,7 +67,7 @@ def test_default_settings_is_a_complete_valid_document(tmp_path: Path) -> None:
                         "publish_site", "remote_site", "sites", "projects", "engine"}
     assert raw["engine"] == {"workers_per_site": 8, "lease_s": 60, "backoff_base_s": 10,
                              "backoff_max_s": 3600, "progress_interval_s": 1.0,
-                             "serve_site": ""}
+                             "serve_site": "", "partial_max_age_h": 48}
     assert validate(raw) == []
 
 
