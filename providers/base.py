@@ -78,6 +78,15 @@ class Reader(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None: ...
 
+    def changed(self) -> str | None:
+        """Why the bytes read may not be one version of the file (it was modified or
+        replaced while being read), or None. Asked after the last byte, before the
+        target is committed: a file rewritten in place during the copy yields a mix of
+        old and new bytes whose hash is consistent with nothing on the source.
+        Providers that cannot tell keep this default; the recorded checksum, when there
+        is one, still catches a mix."""
+        return None
+
     def __enter__(self) -> Reader:
         return self
 

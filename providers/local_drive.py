@@ -259,6 +259,7 @@ class _LocalReader(Reader):
         self._raw = raw
         self._site = site
         self._local = local
+        self._opened = _version(os.fstat(raw.fileno()))
 
     def read(self, size: int) -> bytes:
         try:
@@ -268,6 +269,36 @@ class _LocalReader(Reader):
 
     def close(self) -> None:
         self._raw.close()
+
+    def changed(self) -> str | None:
+        """The file read was written to meanwhile (size or mtime moved), or, while the
+        path still names it, its ctime moved (a tool that restores the mtime after
+        writing); or the path now names another file. A file deleted or renamed away
+        meanwhile is fine: the open file still gave one whole version (and its ctime
+        moving is the unlink or rename itself)."""
+        try:
+            now = os.fstat(self._raw.fileno())
+        except OSError as exc:
+            raise classify_oserror(exc, self._site, self._local, "reading") from exc
+        size, mtime, ctime = _version(now)
+        was_size, was_mtime, was_ctime = self._opened
+        if (size, mtime) != (was_size, was_mtime):
+            return "it was modified while being read"
+        try:
+            current = os.stat(self._local)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise classify_oserror(exc, self._site, self._local, "reading") from exc
+        if not os.path.samestat(current, now):
+            return "it was replaced by another file while being read"
+        if ctime != was_ctime:
+            return "it was modified while being read"
+        return None
+
+
+def _version(info: os.stat_result) -> tuple[int, int, int]:
+    return info.st_size, info.st_mtime_ns, info.st_ctime_ns
 
 
 class _LocalWriter(Writer):

@@ -8,7 +8,8 @@ never marked available":
 2. stream the source from byte 0, hashing everything, and write from ``offset`` on (the
    prefix is only hashed, so the resumed file's hash is still the whole file's);
 3. refuse a source whose size differs from the published size, or whose hash differs from
-   a checksum recorded when it last arrived somewhere (it changed or rotted);
+   a checksum recorded when it last arrived somewhere (it changed or rotted), and retry
+   one the source provider saw modified while it was being read (a mix of versions);
 4. ``commit``: the provider makes the data durable, verifies size and hash of what it
    stored, and only then renames into place.
 
@@ -27,7 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from app.errors import CancelledTransfer, PermanentError
+from app.errors import CancelledTransfer, PermanentError, TransientError
 from app.model import WorkItem
 from providers.base import CHECKSUM_ALGORITHM, Provider, Reader
 
@@ -114,6 +115,11 @@ def transfer_file(
                 done = end
                 if on_progress is not None:
                     on_progress(done, item.size)
+            if not token.cancelled and (change := reader.changed()) is not None:
+                raise TransientError(
+                    f"source file {item.path} on site {item.source_site} changed while it was "
+                    f"being copied ({change}); the copy was discarded and will be retried"
+                )
         if token.cancelled:  # the chunk source stops early when cancelled
             keep_partial = True
             token.raise_if_cancelled()
