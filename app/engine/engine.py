@@ -18,6 +18,7 @@ blocks on them (they only persist intent and wake the loop).
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import os
@@ -187,6 +188,8 @@ class Engine:
         self._once = False
         self._last_check = 0.0
         self._counts = {"synced": 0, "failed": 0}
+        #: Monotonic times at which files this engine failed are due again (a heap).
+        self._retry_due: list[float] = []
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -364,7 +367,7 @@ class Engine:
                 if self._once:
                     break
                 self._set_state("idle", message=self._problems_text())
-                self._wake.wait(self.settings.loop_delay)
+                self._wake.wait(self._idle_wait())
             except StoreUnavailableError as exc:
                 offline_since = offline_since or time.monotonic()
                 self._set_state("offline", message=f"{exc}. Retrying automatically.")
@@ -376,6 +379,19 @@ class Engine:
         if self._once:
             self._wait_jobs(None)
             self._set_state("stopped")
+
+    def _idle_wait(self) -> float:
+        """``loop_delay``, or less when a file this engine failed is due for its retry
+        sooner: a back-off of seconds must not turn into the loop's minute."""
+        wait = float(self.settings.loop_delay)
+        now = time.monotonic()
+        with self._lock:
+            while self._retry_due and self._retry_due[0] <= now:
+                heapq.heappop(self._retry_due)
+            if self._retry_due:
+                # A little late rather than early: find_work compares with the DB's time.
+                wait = min(wait, self._retry_due[0] - now + 0.05)
+        return max(0.05, wait)
 
     def _renew_interval(self) -> float:
         return max(0.2, min(5.0, self.settings.engine.lease_s / 3))
@@ -607,6 +623,9 @@ class Engine:
         if recorded:
             with self._lock:
                 self._counts["failed"] += 1
+                if next_dt is not None:
+                    due = time.monotonic() + max(0.0, (next_dt - now).total_seconds())
+                    heapq.heappush(self._retry_due, due)
             _log.warning("%s -> %s failed (try %d): %s", item.path, item.target_site, tries, error)
             self.bus.publish(FileFailed(now, *self._file_fields(item), error=error, tries=tries,
                                         permanent=permanent or tries >= ps.retry_cnt,

@@ -262,3 +262,26 @@ def test_a_source_deleted_during_the_copy_still_gives_the_whole_published_file(s
     assert made[LOCAL_ID].fired.is_set() and not source.exists()
     assert _local(env, STUDIO, rootless).read_bytes() == original
     assert not env.of_type(FileFailed)
+
+
+def test_a_failed_file_is_retried_after_its_back_off_not_after_the_loop_delay(sync_env):
+    """With OpenPype's loop_delay of 60 s, an idle engine must still wake for a retry
+    due in a fraction of a second."""
+    env = sync_env
+    _configure(env, retry_cnt=5, backoff_base_s=0.2, backoff_max_s=0.4)
+    raw = json.loads(env.settings_path.read_text())
+    raw["loop_delay"] = 60
+    env.settings_path.write_text(json.dumps(raw))
+    env.settings = load_settings(env.settings_path)
+    repre_id = _publish(env, LOCAL_ID, "flaky", [1000], random.Random(3))
+    plan = FaultPlan(open_error=1.0)
+    engine = env.engine(provider_factory=faulty_factory({STUDIO: plan}))
+    engine.start()
+    env.wait_for(lambda: len(env.of_type(FileFailed)) >= 2, timeout=10)
+    plan.open_error = 0.0
+    env.wait_for(lambda: _all_synced(env, [repre_id]), timeout=10)
+    failures = env.of_type(FileFailed)
+    synced = env.of_type(FileSynced)[0]
+    # Each retry came within a second of its due time.
+    for failed, following in zip(failures, [*failures[1:], synced], strict=True):
+        assert (following.at - failed.next_attempt_dt).total_seconds() < 1.0, (failed, following)
