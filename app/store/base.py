@@ -20,6 +20,7 @@ Rules every back-end follows:
 from __future__ import annotations
 
 import abc
+from collections.abc import Collection
 from datetime import datetime
 
 from app.model import (
@@ -29,6 +30,7 @@ from app.model import (
     Representation,
     SummaryPage,
     SummaryQuery,
+    SummaryRow,
     WorkItem,
 )
 
@@ -229,6 +231,20 @@ class Store(abc.ABC):
         ``status_counts`` counts rows by status after the text filter only, so a filter
         menu can show how many rows each choice gives. Statuses come from
         :mod:`app.status`.
+        """
+
+    @abc.abstractmethod
+    def summary_rows(
+        self, project: str, query: SummaryQuery, repre_ids: Collection[str], retry_cnt: int,
+        now: datetime,
+    ) -> list[SummaryRow]:
+        """The rows :meth:`summary_page` would give for just ``repre_ids``, in no
+        particular order, under ``query``'s site pair, text and status filters (its sort,
+        offset and limit are ignored). Ids that are unknown, track neither site or are
+        filtered out are absent.
+
+        This is how the Sync Queue applies an engine event: it re-reads the handful of rows
+        the event touched instead of re-running the page over the whole project.
         """
 
     @abc.abstractmethod

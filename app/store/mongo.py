@@ -48,6 +48,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Collection as AbcCollection
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -1160,14 +1161,36 @@ class MongoStore(Store):
         page = ordered[start:start + max(0, query.limit)]
         return SummaryPage(rows=tuple(page), total=len(ordered), status_counts=counts)
 
+    @_guarded
+    def summary_rows(
+        self, project: str, query: SummaryQuery, repre_ids: AbcCollection[str], retry_cnt: int,
+        now: datetime,
+    ) -> list[SummaryRow]:
+        """The summary's rows for ``repre_ids`` only: one `_id $in` query on the primary key."""
+        ids = sorted(set(repre_ids))
+        if not ids:
+            return []
+        now = _aware(now)
+        coll = self._coll(project)
+        self._project_doc(coll, project)
+        values: list[Any] = []
+        for repre_id in ids:  # OpenPype's ObjectId or another tool's text id
+            values.extend((ObjectId(repre_id), repre_id) if _HEX24.match(repre_id) else (repre_id,))
+        narrow = {"_id": {"$in": values}}
+        rows = [row for row, _ in self._summary_rows(project, coll, query, retry_cnt, now, narrow)]
+        if query.statuses:
+            rows = [row for row in rows if row.status in query.statuses]
+        return rows
+
     def _summary_rows(
         self, project: str, coll: Collection[Doc], query: SummaryQuery, retry_cnt: int,
-        now: datetime,
+        now: datetime, narrow: Doc | None = None,
     ) -> Iterator[tuple[SummaryRow, datetime | None]]:
         mongo_query: Doc = {
             "type": "representation",
             "files.sites.name": {"$in": [query.active_site, query.remote_site]},
             **_text_query(query.text),
+            **(narrow or {}),
         }
         for doc in coll.find(mongo_query, _SUMMARY_PROJECTION):
             repre = self._parse_or_skip(project, doc)

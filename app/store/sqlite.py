@@ -26,12 +26,13 @@ Why it looks the way it does:
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -336,7 +337,17 @@ _SORT_COLUMNS = {
 }
 
 
-def _summary_sql(text_filter: bool, rank_count: int, sort_key: str, descending: bool) -> str:
+#: By rowid through the (project, id) index: written as ``r.id IN (...)`` the planner walks
+#: the whole project through representations_by_project instead.
+_IDS_FILTER = """
+  AND r.seq IN (SELECT seq FROM representations
+                WHERE project = :project AND id IN (SELECT value FROM json_each(:ids)))
+"""
+
+
+def _summary_sql(
+    text_filter: bool, rank_count: int, sort_key: str, descending: bool, by_ids: bool = False
+) -> str:
     """One statement: aggregate every representation once (MATERIALIZED), count rows by
     status rank, cut the page.
 
@@ -344,7 +355,8 @@ def _summary_sql(text_filter: bool, rank_count: int, sort_key: str, descending: 
     urgent) of its two sides. The single row of counts is LEFT JOINed to the page so an
     empty page still carries the counts; the per-row extras (first path, latest error)
     are computed after LIMIT, for page rows only. Ties sort by seq (age) so pages never
-    overlap.
+    overlap. ``by_ids`` narrows it to the representations in the JSON array ``:ids``
+    (the Sync Queue refreshing the rows an event touched).
     """
     if sort_key not in _SORT_COLUMNS:
         keys = ", ".join(_SORT_COLUMNS)
@@ -365,7 +377,7 @@ WITH per_repre AS MATERIALIZED (
     JOIN files AS f ON f.repre_seq = r.seq
     LEFT JOIN file_sites AS a ON a.file_seq = f.seq AND a.site = :active
     LEFT JOIN file_sites AS b ON b.file_seq = f.seq AND b.site = :remote
-    WHERE r.project = :project {_TEXT_FILTER if text_filter else ""}
+    WHERE r.project = :project {_TEXT_FILTER if text_filter else ""}{_IDS_FILTER if by_ids else ""}
     GROUP BY r.seq
     HAVING COUNT(a.file_seq) + COUNT(b.file_seq) > 0
 ),
@@ -1183,24 +1195,11 @@ class SqliteStore(Store):
     ) -> SummaryPage:
         """One statement computes every row's aggregates once, the status counts and the
         page, so the page and its counts come from one snapshot."""
-        text = query.text.strip()
         ranks = sorted(status.rank for status in query.statuses)
-        sql = _summary_sql(bool(text), len(ranks), query.sort_key, query.descending)
-        params: dict[str, Any] = {
-            "project": project,
-            "active": query.active_site,
-            "remote": query.remote_site,
-            "retry_cnt": retry_cnt,
-            "now": _ts(now),
-            "default_priority": DEFAULT_PRIORITY,
-            "needle": _fold(text),
-            "raw_text": text,
-            "limit": max(0, query.limit),
-            "offset": max(0, query.offset),
-        } | {f"rank{i}": rank for i, rank in enumerate(ranks)}
+        sql = _summary_sql(bool(query.text.strip()), len(ranks), query.sort_key, query.descending)
         conn = self._conn()
         self._require_project(conn, project)
-        rows = conn.execute(sql, params).fetchall()
+        rows = conn.execute(sql, _summary_params(project, query, retry_cnt, now)).fetchall()
         counts = {rank: rows[0][f"n{rank}"] for rank in _BY_RANK} if rows else {}
         total = sum(n for rank, n in counts.items() if not ranks or rank in ranks)
         return SummaryPage(
@@ -1208,6 +1207,26 @@ class SqliteStore(Store):
             total=total,
             status_counts={_BY_RANK[rank]: n for rank, n in sorted(counts.items()) if n},
         )
+
+    @_guarded
+    def summary_rows(
+        self, project: str, query: SummaryQuery, repre_ids: Collection[str], retry_cnt: int,
+        now: datetime,
+    ) -> list[SummaryRow]:
+        """The summary statement narrowed to ``repre_ids`` by the (project, id) index, so
+        refreshing a few rows costs a few rows, not the project."""
+        ids = sorted(set(repre_ids))
+        if not ids:
+            return []
+        ranks = sorted(status.rank for status in query.statuses)
+        sql = _summary_sql(bool(query.text.strip()), len(ranks), query.sort_key, query.descending,
+                           by_ids=True)
+        bounded = replace(query, offset=0, limit=len(ids))
+        params = _summary_params(project, bounded, retry_cnt, now) | {"ids": json.dumps(ids)}
+        conn = self._conn()
+        self._require_project(conn, project)
+        rows = conn.execute(sql, params).fetchall()
+        return [_summary_row(r) for r in rows if r["seq"] is not None]
 
     @_guarded
     def file_details(
@@ -1323,6 +1342,26 @@ def _work_item(project: str, remote_site: str, row: sqlite3.Row) -> WorkItem:
         tries=row["tries"],
         source_checksum=row["source_checksum"],
     )
+
+
+def _summary_params(
+    project: str, query: SummaryQuery, retry_cnt: int, now: datetime
+) -> dict[str, Any]:
+    """Parameters of _summary_sql for ``query``."""
+    text = query.text.strip()
+    ranks = sorted(status.rank for status in query.statuses)
+    return {
+        "project": project,
+        "active": query.active_site,
+        "remote": query.remote_site,
+        "retry_cnt": retry_cnt,
+        "now": _ts(now),
+        "default_priority": DEFAULT_PRIORITY,
+        "needle": _fold(text),
+        "raw_text": text,
+        "limit": max(0, query.limit),
+        "offset": max(0, query.offset),
+    } | {f"rank{i}": rank for i, rank in enumerate(ranks)}
 
 
 def _side(row: sqlite3.Row, prefix: str) -> SideSummary:

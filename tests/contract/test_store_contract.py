@@ -464,6 +464,36 @@ def test_summary_filter_sort_and_page(store):
         ids["failed"]]
 
 
+def test_summary_rows_for_ids_match_the_page(store):
+    """Row refresh by id gives exactly the page's rows, under the same filters."""
+    ids = _seed_summary(store)
+    query = SummaryQuery("studio", "gdrive", limit=50)
+    page = {r.repre_id: r for r in store.summary_page("demo", query, RETRY, later(20)).rows}
+    wanted = [ids["partial"], ids["failed"], ids["synced"]]
+    rows = store.summary_rows("demo", query, wanted, RETRY, later(20))
+    assert sorted(rows, key=lambda r: r.repre_id) == sorted(
+        (page[i] for i in wanted), key=lambda r: r.repre_id)
+    # Unknown ids, representations tracking neither site and filtered-out rows are absent.
+    other = next(r.repre_id for r in store.summary_page(
+        "demo", SummaryQuery("studio", "dropbox"), RETRY, later(20)).rows if r.asset == "other")
+    rows = store.summary_rows("demo", query, [make_repre().id, other, ids["queued"]],
+                              RETRY, later(20))
+    assert [r.repre_id for r in rows] == [ids["queued"]]
+    failed_only = SummaryQuery("studio", "gdrive", statuses=frozenset({Status.FAILED}))
+    rows = store.summary_rows("demo", failed_only, ids.values(), RETRY, later(20))
+    assert [r.repre_id for r in rows] == [ids["failed"]]
+    text = SummaryQuery("studio", "gdrive", text="CHAIR")
+    assert [r.repre_id for r in store.summary_rows("demo", text, ids.values(), RETRY, later(20))] == [
+        ids["paused"]]
+    assert store.summary_rows("demo", query, [], RETRY, later(20)) == []
+    # A write shows in the next read of that row, with the configured retry_cnt.
+    store.reset_site("demo", ids["failed"], "gdrive")
+    (row,) = store.summary_rows("demo", query, [ids["failed"]], RETRY, later(20))
+    assert row.status is Status.QUEUED
+    with pytest.raises(KeyError):
+        store.summary_rows("nope", query, [ids["failed"]], RETRY, later(20))
+
+
 def test_file_details(store):
     ids = _seed_summary(store)
     details = store.file_details("demo", ids["partial"], "studio", "gdrive", RETRY, later(20))
