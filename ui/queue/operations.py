@@ -215,10 +215,10 @@ def remove_local_copy(store: Store, ps: ProjectSettings, repre_ids: Iterable[str
             changed.add(repre_id)
             if provider is None:
                 provider = provider_for(ps, site, factory)
-            for file in mine:
+            for file in mine:  # queued entries too: a partial download leaves a part file
                 try:
                     provider.delete(file.path)
-                    deleted += 1
+                    deleted += bool(file.site(site).available)
                 except SiteSyncError as exc:
                     problems.append(f"could not delete {file.path}: {exc}")
     finally:

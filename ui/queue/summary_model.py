@@ -159,8 +159,9 @@ class SummaryModel(QAbstractTableModel):
         self._lane_busy = False
         self._merge_wanted = False
         self._merge_due = False
-        self._min_merge_s = min_merge_interval_s
-        self._max_merge_s = max_merge_interval_s
+        #: Bounds of the pause between counts/new-rows merges (seconds).
+        self.min_merge_interval_s = min_merge_interval_s
+        self.max_merge_interval_s = max_merge_interval_s
         self._last_full_query_s = 0.0
         self._merge_timer = QTimer(self)
         self._merge_timer.setSingleShot(True)
@@ -559,7 +560,8 @@ class SummaryModel(QAbstractTableModel):
             limit = max(len(self._rows), self.page_size)
             self._start_lane(self._timed(self._query(0, limit)), self._on_merge)
         elif self._merge_wanted and not self._merge_timer.isActive():
-            delay = min(self._max_merge_s, max(self._min_merge_s, 3 * self._last_full_query_s))
+            delay = min(self.max_merge_interval_s,
+                        max(self.min_merge_interval_s, 3 * self._last_full_query_s))
             self._merge_timer.start(int(delay * 1000))
 
     def _on_merge_timer(self) -> None:

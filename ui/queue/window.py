@@ -509,7 +509,8 @@ class SyncQueueWindow(QMainWindow):
         for act, side in ((self.open_active_action, "active"), (self.open_remote_action, "remote")):
             provider = "" if ctx is None else (ctx.active_provider if side == "active"
                                                 else ctx.remote_provider)
-            act.setEnabled(has and provider == "local_drive")
+            arrived = bool(rows) and (rows[0].active if side == "active" else rows[0].remote).progress > 0
+            act.setEnabled(has and provider == "local_drive" and arrived)
             act.setToolTip("Open the folder in the file manager" if provider == "local_drive" or not ctx
                            else f"Only for folders on this machine; this site is {provider}")
         local = ps.local_id if ps is not None else ""
