@@ -222,11 +222,14 @@ def test_resync_moves_the_files_again_and_never_resets_the_only_copy(qtbot, env,
     target.write_bytes(b"damaged by someone")
     select(window, "done")
     assert run_action(qtbot, window, window.resync_remote_action) == "studio: re-syncing 1 representation"
-    qtbot.waitUntil(lambda: statuses(window)["done"] is Status.SYNCED
-                    and env.same_bytes("{root[work]}/demo/done/v001/done.1001.exr", LOCAL_ID, "studio"),
-                    timeout=30_000)
-    repre = env.store.get_representation("demo", done)
-    assert all(f.site("studio").available for f in repre.files)
+
+    def resynced() -> bool:
+        repre = env.store.get_representation("demo", done)
+        return all(f.site("studio").available for f in repre.files) and env.same_bytes(
+            "{root[work]}/demo/done/v001/done.1001.exr", LOCAL_ID, "studio")
+
+    qtbot.waitUntil(resynced, timeout=30_000)
+    qtbot.waitUntil(lambda: statuses(window)["done"] is Status.SYNCED)
 
 
 @sqlite_only
