@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from app import __version__, paths
+from app.cli_policy import POLICY_COMMANDS, add_policy_parsers
 from app.errors import ConfigError, SiteSyncError, UserFixableError
 from app.events.types import EngineStateChanged, Event, FileFailed, FileSynced
 from app.model import Status, SummaryQuery
@@ -411,6 +412,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("demo", help="create the demo project with real files")
     sub.add_parser("doctor", help="check settings, database and sites")
+    add_policy_parsers(sub)
     return parser
 
 
@@ -427,6 +429,7 @@ _COMMANDS: dict[str, Callable[[_Context], int]] = {
     "publish": cmd_publish,
     "demo": cmd_demo,
     "doctor": cmd_doctor,
+    **POLICY_COMMANDS,
 }
 
 

@@ -12,6 +12,7 @@ __all__ = [
     "CancelledTransfer",
     "ConfigError",
     "DocumentError",
+    "IntegrityError",
     "PathEscapeError",
     "PermanentError",
     "SiteSyncError",
@@ -65,6 +66,20 @@ class TransientError(SiteSyncError):
 class PermanentError(SiteSyncError):
     """Retrying will not help until someone changes something (missing source,
     permission denied, bad root, full disk). Counts as a try and marks the file Failed."""
+
+
+class IntegrityError(PermanentError):
+    """A published file is not what was published: it changed (size or content) after it
+    was recorded, on ``site``. The engine reports it as an IntegrityAlert event; retrying
+    cannot help, someone has to re-publish or fetch a good copy."""
+
+    def __init__(self, message: str, *, site: str = "", path: str = "", expected: str = "",
+                 found: str = "") -> None:
+        super().__init__(message)
+        self.site = site
+        self.path = path
+        self.expected = expected
+        self.found = found
 
 
 class PathEscapeError(PermanentError):

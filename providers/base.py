@@ -21,6 +21,7 @@ site's configured roots and refuses anything that would leave them.
 from __future__ import annotations
 
 import abc
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,7 @@ __all__ = [
 #: The content hash SiteSync records (`sitesync_checksum` = "sha256:<hex>"). SHA-256 runs
 #: at ~1.7 GB/s on CPUs with SHA extensions, faster than md5 here, and releases the GIL.
 CHECKSUM_ALGORITHM = "sha256"
+_MOVE_CHUNK = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,39 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     def delete(self, rootless_path: str) -> None:
         """Remove the file if present (used by "remove local copy" and conflicts)."""
+
+    def move(self, source_path: str, target_path: str) -> RemoteFile:
+        """Rename a stored file within this site; ``target_path`` must not exist.
+
+        Used for conflict copies (the file that loses a conflict is kept under a suffixed
+        name) and for "when complete" downloads (staged files moved into place together).
+        This default copies through :meth:`open_writer` (so the copy is verified like any
+        transfer) and deletes the source only after the commit; providers with a native
+        rename override it. Raises PermanentError if the source is missing or the target
+        exists, so a move never overwrites anything.
+        """
+        from app.errors import PermanentError
+
+        if self.stat(target_path) is not None:
+            raise PermanentError(f"cannot move {source_path} to {target_path} on site "
+                                 f"'{self.site}': the target already exists")
+        info = self.stat(source_path)
+        if info is None:
+            raise PermanentError(f"cannot move {source_path} on site '{self.site}': "
+                                 "it does not exist")
+        hasher = hashlib.new(CHECKSUM_ALGORITHM)
+        writer = self.open_writer(target_path, info.size, resume=False)
+        try:
+            with self.open_reader(source_path) as reader:
+                while chunk := reader.read(_MOVE_CHUNK):
+                    hasher.update(chunk)
+                    writer.write(chunk)
+            stored = writer.commit(info.size, {CHECKSUM_ALGORITHM: hasher.hexdigest()})
+        except BaseException:
+            writer.abort(keep_partial=False)
+            raise
+        self.delete(source_path)
+        return stored
 
     def check(self) -> list[str]:
         """Problems that stop this site from working (for `sitesync doctor`); [] if fine."""

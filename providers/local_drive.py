@@ -94,7 +94,7 @@ _DIR_FSYNC_UNSUPPORTED = frozenset(
 def classify_oserror(exc: OSError, site: str, path: str, doing: str) -> SiteSyncError:
     """Turn an OSError into the error kind the engine handles, with text naming the fix.
 
-    ``doing`` is "reading", "writing", "checking" or "deleting"; ``path`` is the local
+    ``doing`` is "reading", "writing", "checking", "moving" or "deleting"; ``path`` is the local
     path (what the user can look at). Unknown errors are transient: for a local folder an
     unexplained failure is more often a NAS blip than a reason to give up on the file.
     """
@@ -701,6 +701,45 @@ class LocalDriveProvider(Provider):
                         if _remove_stale_part(path, cutoff):
                             removed.append(path)
         return removed
+
+    def move(self, source_path: str, target_path: str) -> RemoteFile:
+        """Rename within the site without ever replacing a file: a hard link to the new
+        name (which fails if it exists) then the old name removed; file systems without
+        hard links (SMB, FAT) get a checked rename. The folder is fsynced afterwards."""
+        src_root, src = self._locate(source_path)
+        dst_root, dst = self._locate(target_path)
+        self._require_root(src_root)
+        self._require_root(dst_root)
+        if not os.path.isfile(src):
+            raise PermanentError(f"cannot move {src} on site '{self.site}': it does not exist")
+        try:
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            self._check_real(dst_root, dst, target_path)
+            try:
+                os.link(src, dst, follow_symlinks=False)
+            except FileExistsError:
+                raise PermanentError(
+                    f"cannot move {src} to {dst} on site '{self.site}': the target already "
+                    "exists") from None
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP,
+                                     errno.EMLINK):
+                    raise
+                if os.path.lexists(dst):
+                    raise PermanentError(
+                        f"cannot move {src} to {dst} on site '{self.site}': the target "
+                        "already exists") from None
+                os.rename(src, dst)
+            else:
+                os.unlink(src)
+            _fsync_dir(os.path.dirname(dst))
+            if os.path.dirname(src) != os.path.dirname(dst):
+                _fsync_dir(os.path.dirname(src))
+            info = os.stat(dst)
+        except OSError as exc:
+            raise classify_oserror(exc, self.site, src, "moving") from exc
+        return RemoteFile(path=target_path, size=info.st_size, id=os.path.basename(dst),
+                          mtime=info.st_mtime)
 
     def check(self) -> list[str]:
         """Roots that are unconfigured, missing, not folders or not writable.

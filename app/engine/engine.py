@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from app.engine.policy_controls import PolicyControls, provider_config_changed
 from app.engine.retry import next_attempt_at
 from app.engine.transfer import CancelToken, transfer_file
 from app.errors import (
@@ -49,8 +50,10 @@ from app.events.types import (
     TransferStarted,
     TransferStopped,
 )
-from app.model import Claim, WorkItem
-from app.settings import ProjectSettings, Settings
+from app.model import Claim, Direction, WorkItem
+from app.policy.bandwidth import ThrottledProvider
+from app.policy.concurrency import claim_windows, slot_keys
+from app.settings import ProjectSettings, Settings, SiteConfig
 from app.store.base import Store
 from providers.base import Provider
 from providers.registry import create_provider
@@ -58,6 +61,10 @@ from providers.registry import create_provider
 __all__ = ["Engine", "SitePair", "utc_now", "write_engine_paused"]
 
 _log = logging.getLogger(__name__)
+
+#: Thread cap per executor: threads are only created for submitted work, which the
+#: claim windows bound to twice the transfer limits; this is only a backstop.
+_MAX_THREADS = 512
 
 Clock = Callable[[], datetime]
 
@@ -138,7 +145,7 @@ def write_engine_paused(path: Path, paused: bool) -> None:
     os.replace(tmp, path)
 
 
-class Engine:
+class Engine(PolicyControls):
     """Runs sync for every enabled project in a background thread.
 
     ``store`` must be usable from several threads (both back-ends are). ``owner`` names
@@ -190,6 +197,7 @@ class Engine:
         self._counts = {"synced": 0, "failed": 0}
         #: Monotonic times at which files this engine failed are due again (a heap).
         self._retry_due: list[float] = []
+        self._init_policy(settings)
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -299,14 +307,18 @@ class Engine:
         self._wake.set()
 
     def update_settings(self, settings: Settings) -> None:
-        """Apply new settings; providers are rebuilt on next use."""
+        """Apply new settings; providers whose site configuration changed are rebuilt on
+        next use (a new bandwidth or transfer limit keeps the connections)."""
         with self._lock:
-            self.settings = settings
-            old = list(self._providers.values())
-            self._providers.clear()
+            previous, self.settings = self.settings, settings
+            old = [key for key in self._providers
+                   if provider_config_changed(_site_or_none(previous, *key),
+                                              _site_or_none(settings, *key))]
+            stale = [self._providers.pop(key) for key in old]
             self._pairs_cache = (0.0, [])
             self._pair_problems.clear()
-        for provider in old:
+            self._apply_policy(settings)
+        for provider in stale:
             provider.close()
         self._wake.set()
 
@@ -406,6 +418,7 @@ class Engine:
                         if self._state.paused:
                             self._cancel(lambda job: True, "syncing paused")
                         self._wake.set()
+                    self._reload_settings_if_changed()
                     if self.store.wait_for_change(marker, 1.0):
                         self._wake.set()
                         break
@@ -475,45 +488,77 @@ class Engine:
     def _fill_slots(self) -> tuple[int, bool]:
         """Claim work for every pair whose queue runs low; returns (dispatched, maybe_more).
 
-        Each remote site gets ``workers_per_site`` transfers running plus as many claimed
-        and waiting in its executor, so a worker that finishes starts the next file at
-        once, and the database is asked in batches (one query, one claim transaction per
-        ``workers_per_site`` files) instead of once per file.
+        Each site and direction gets its transfer limit running (``sites.<name>.transfers``,
+        else ``workers_per_site``; see app.policy.concurrency) plus as many claimed and
+        waiting, so a worker that finishes starts the next file at once, and the database
+        is asked in batches (one query, one claim transaction per window) instead of once
+        per file.
         """
         dispatched = 0
         more = False
         engine_settings = self.settings.engine
-        workers = max(1, engine_settings.workers_per_site)
         for pair in self._cached_pairs():
             if self._stopping.is_set():
                 break
-            busy = self._busy_for(pair.remote)
-            free = 2 * workers - busy
-            if busy > workers or free <= 0:
-                continue  # its queue still holds claimed work
+            windows = claim_windows(pair.active, pair.remote, self._busy_by_slot(), self.slots)
+            if not windows:
+                continue  # its queues still hold claimed work
             ps = self.settings.project(pair.project)
             if not self._providers_ready(pair, ps):
                 continue
             now = self._clock()
-            with self._lock:
-                exclude = frozenset((k[0], k[1]) for k in self._jobs)
-            items = self.store.find_work(
-                pair.project, pair.active, pair.remote, ps.retry_cnt, now,
-                limit=free, exclude=exclude,
-            )
+            items, maybe_more = self._find_for_windows(pair, ps.retry_cnt, now, windows)
             if not items:
                 continue
             lease_until = now + timedelta(seconds=engine_settings.lease_s)
             claims = self.store.claim_many(items, self.owner, lease_until, now)
-            more = more or len(items) == free or len(claims) < len(items)
+            more = more or maybe_more or len(claims) < len(items)
             for claim in claims:
                 self._submit(_Job(item=claim.item, claim=claim, pair=pair))
             dispatched += len(claims)
         return dispatched, more
 
-    def _busy_for(self, site: str) -> int:
+    def _find_for_windows(
+        self, pair: SitePair, retry_cnt: int, now: datetime, windows: dict[Direction, int]
+    ) -> tuple[list[WorkItem], bool]:
+        """Up to ``windows[d]`` items per direction, most urgent first; and whether more
+        may be waiting. One query for both directions; a second, for one direction only,
+        when the first was filled by the other direction's files."""
         with self._lock:
-            return sum(1 for job in self._jobs.values() if job.pair and job.pair.remote == site)
+            exclude = frozenset((k[0], k[1]) for k in self._jobs)
+        only = next(iter(windows)) if len(windows) == 1 else None
+        limit = sum(windows.values())
+        found = self.store.find_work(pair.project, pair.active, pair.remote, retry_cnt, now,
+                                     limit=limit, exclude=exclude, direction=only)
+        taken: dict[Direction, list[WorkItem]] = {d: [] for d in windows}
+        overflow = False
+        for item in found:
+            bucket = taken.get(item.direction)
+            if bucket is not None and len(bucket) < windows[item.direction]:
+                bucket.append(item)
+            else:
+                overflow = True
+        if overflow and len(found) == limit:
+            for direction, bucket in taken.items():
+                want = windows[direction] - len(bucket)
+                if want > 0:
+                    seen = exclude | {(i.repre_id, i.file_id) for i in found}
+                    bucket.extend(self.store.find_work(
+                        pair.project, pair.active, pair.remote, retry_cnt, now, limit=want,
+                        exclude=seen, direction=direction))
+        items = [item for bucket in taken.values() for item in bucket]
+        items.sort(key=lambda i: -i.priority)  # stable: keeps each direction's order
+        more = overflow or any(len(taken[d]) == windows[d] for d in windows)
+        return items, more
+
+    def _busy_by_slot(self) -> dict[tuple[str, Direction], int]:
+        """This engine's claimed transfers (running or waiting) per slot key."""
+        busy: dict[tuple[str, Direction], int] = {}
+        with self._lock:
+            for job in self._jobs.values():
+                for key in slot_keys(job.item.source_site, job.item.target_site):
+                    busy[key] = busy.get(key, 0) + 1
+        return busy
 
     def _providers_ready(self, pair: SitePair, ps: ProjectSettings) -> bool:
         try:
@@ -551,19 +596,38 @@ class Engine:
             self._jobs[job.key] = job
             executor = self._executors.get(site)
             if executor is None:
-                executor = ThreadPoolExecutor(
-                    max_workers=max(1, self.settings.engine.workers_per_site),
-                    thread_name_prefix=f"sitesync-{site}")
+                executor = ThreadPoolExecutor(max_workers=_MAX_THREADS,
+                                              thread_name_prefix=f"sitesync-{site}")
                 self._executors[site] = executor
         executor.submit(self._work, job)
 
     # -- one transfer, on a worker thread -------------------------------------------------------
 
     def _work(self, job: _Job) -> None:
+        """Wait for a transfer slot on both sites (app.policy.concurrency), then move."""
+        keys = slot_keys(job.item.source_site, job.item.target_site)
+        if not self.slots.acquire(keys, job.token):
+            _log.info("transfer of %s stopped before it started: %s", job.item.path,
+                      job.token.reason)
+            with job.lock:
+                self._quietly(lambda: self.store.release(job.claim))
+            with self._lock:
+                self._jobs.pop(job.key, None)
+            self._wake.set()
+            return
+        try:
+            self._transfer(job)
+        finally:
+            self.slots.release(keys)
+
+    def _transfer(self, job: _Job) -> None:
         item = job.item
         job.started = job.last_db_progress = time.monotonic()
         try:
-            source = self._provider(item.project, item.source_site)
+            source = ThrottledProvider(self._provider(item.project, item.source_site),
+                                       self.bandwidth.buckets_for(item.source_site,
+                                                                  item.target_site),
+                                       job.token)
             target = self._provider(item.project, item.target_site)
             result = transfer_file(
                 item, source, target, job.token,
@@ -743,3 +807,11 @@ class Engine:
         self._message = message
         self.bus.publish(EngineStateChanged(self._clock(), state=name, in_flight=in_flight,
                                             message=message))
+
+
+def _site_or_none(settings: Settings, project: str, site: str) -> SiteConfig | None:
+    """A site's configuration for a project, or None when it is no longer configured."""
+    try:
+        return settings.project(project).site(site)
+    except SiteSyncError:
+        return None

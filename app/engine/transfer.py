@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from app.errors import CancelledTransfer, PermanentError, TransientError
+from app.errors import CancelledTransfer, IntegrityError, TransientError
 from app.model import WorkItem
 from providers.base import CHECKSUM_ALGORITHM, Provider, Reader
 
@@ -57,6 +57,11 @@ class CancelToken:
     def cancelled(self) -> bool:
         return self._event.is_set()
 
+    def wait(self, timeout_s: float) -> bool:
+        """Sleep up to ``timeout_s``, waking at once on cancel; True if cancelled (used by
+        bandwidth limits, so a pause never waits for a throttled read)."""
+        return self._event.wait(timeout_s)
+
     def raise_if_cancelled(self) -> None:
         if self._event.is_set():
             raise CancelledTransfer(self.reason or "cancelled")
@@ -82,19 +87,26 @@ def transfer_file(
     token: CancelToken,
     on_progress: ProgressCallback | None = None,
     on_start: Callable[[int], None] | None = None,
+    target_path: str | None = None,
 ) -> TransferResult:
-    """Copy ``item`` from ``source`` to ``target``; raise TransientError, PermanentError or
-    CancelledTransfer. See the module docstring for the guarantees."""
+    """Copy ``item`` from ``source`` to ``target``; raise TransientError, PermanentError
+    (IntegrityError when the source is not what was published) or CancelledTransfer. See
+    the module docstring for the guarantees.
+
+    ``target_path`` writes under another rootless path on the target (a staged name for
+    "when complete" downloads); the default is the item's own path.
+    """
     started = time.monotonic()
     token.raise_if_cancelled()
     hasher = hashlib.new(CHECKSUM_ALGORITHM)
-    writer = target.open_writer(item.path, item.size, resume=True)
+    write_path = target_path or item.path
+    writer = target.open_writer(write_path, item.size, resume=True)
     keep_partial = False
     try:
         offset = writer.offset
         if offset > item.size:  # a stale part from a different file: start over
             writer.abort(keep_partial=False)
-            writer = target.open_writer(item.path, item.size, resume=False)
+            writer = target.open_writer(write_path, item.size, resume=False)
             offset = 0
         if on_start is not None:
             on_start(offset)
@@ -109,7 +121,8 @@ def transfer_file(
                     token.raise_if_cancelled()
                 end = done + len(chunk)
                 if end > item.size:
-                    raise _changed(item, f"it is now larger than the published {item.size} bytes")
+                    raise _changed(item, f"it is now larger than the published {item.size} bytes",
+                                   "more bytes")
                 if end > offset:
                     writer.write(chunk if done >= offset else chunk[offset - done:])
                 done = end
@@ -126,14 +139,17 @@ def transfer_file(
             keep_partial = True
             token.raise_if_cancelled()
         if done != item.size:
-            raise _changed(item, f"it has {done} bytes, the publish recorded {item.size}")
+            raise _changed(item, f"it has {done} bytes, the publish recorded {item.size}",
+                           f"{done} bytes")
         digest = hasher.hexdigest()
         checksum = f"{CHECKSUM_ALGORITHM}:{digest}"
         if item.source_checksum and item.source_checksum != checksum:
-            raise PermanentError(
+            raise IntegrityError(
                 f"source file {item.path} on site {item.source_site} no longer matches the "
                 f"checksum recorded when it arrived there ({item.source_checksum}); it was "
-                "modified or corrupted. Re-publish it, or reset the source site to fetch a good copy"
+                "modified or corrupted. Re-publish it, or reset the source site to fetch a good copy",
+                site=item.source_site, path=item.path, expected=item.source_checksum,
+                found=checksum,
             )
         token.raise_if_cancelled()
         stored = writer.commit(item.size, {CHECKSUM_ALGORITHM: digest})
@@ -215,8 +231,9 @@ def _pipelined(reader: Reader, hasher: Any, token: CancelToken) -> Iterator[byte
         thread.join()
 
 
-def _changed(item: WorkItem, detail: str) -> PermanentError:
-    return PermanentError(
+def _changed(item: WorkItem, detail: str, found: str = "") -> IntegrityError:
+    return IntegrityError(
         f"source file {item.path} on site {item.source_site} changed after it was published "
-        f"({detail}). Published files must not be edited: re-publish a new version"
+        f"({detail}). Published files must not be edited: re-publish a new version",
+        site=item.source_site, path=item.path, expected=f"{item.size} bytes", found=found,
     )

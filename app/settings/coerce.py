@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from app.redact import redact
+from app.settings.policy_values import POLICY_KINDS, coerce_policy
 from app.settings.schema import PLATFORMS, PROVIDERS, Kind, Option, did_you_mean
 
 __all__ = ["Invalid", "check_site_name", "coerce", "is_absolute_for", "platform_value"]
@@ -99,6 +100,8 @@ def coerce(option: Option, value: object, *, platform: str) -> Any:
         return _provider(value)
     if kind is Kind.ROOTS:
         return _roots(value, platform)
+    if kind in POLICY_KINDS:
+        return coerce_policy(kind, value)
     raise AssertionError(f"unhandled kind {kind}")  # pragma: no cover
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 from app import paths
 from app.errors import ConfigError
+from app.policy.bandwidth import BandwidthSchedule
+from app.policy.concurrency import TransferLimits
 from app.settings.schema import LOCAL_SITE
 
 __all__ = ["EngineSettings", "ProjectSettings", "Settings", "SiteConfig"]
@@ -42,6 +44,16 @@ class SiteConfig:
     @property
     def alternative_sites(self) -> tuple[str, ...]:
         return tuple(self.options.get("alternative_sites", ()))
+
+    @property
+    def bwlimit(self) -> BandwidthSchedule | None:
+        """The site's bandwidth limit for this machine (None: not limited)."""
+        return self.options.get("bwlimit")
+
+    @property
+    def transfers(self) -> TransferLimits | None:
+        """Transfers at once into/out of the site (None: engine.workers_per_site)."""
+        return self.options.get("transfers")
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ __all__ = [
     "ENGINE_OPTIONS",
     "GLOBAL_OPTIONS",
     "LOCAL_SITE",
+    "MACHINE_SITE_KEYS",
     "PLATFORMS",
     "PROJECT_OPTION_KEYS",
     "PROVIDERS",
@@ -67,6 +68,8 @@ class Kind(enum.Enum):
     DATABASE_NAME = "database name"
     PROVIDER = "provider"
     ROOTS = "roots"
+    BWLIMIT = "bandwidth limit"
+    TRANSFERS = "transfer count"
 
 
 @dataclass(frozen=True)
@@ -141,7 +144,17 @@ COMMON_SITE_OPTIONS: tuple[Option, ...] = (
     Option("alternative_sites", Kind.SITE_NAMES, (), "Sites holding the same storage: a file "
            "synced here counts as present there too."),
     Option("enabled", Kind.BOOL, True, "Whether the site is used."),
+    Option("bwlimit", Kind.BWLIMIT, "", "Bandwidth limit of this site for this machine, "
+           "rclone syntax: 'off', '10M', '10M:2M' (upload:download) or a weekly timetable "
+           "'Mon-08:00,2M Fri-19:00,off'. See docs/transfer-policy.md."),
+    Option("transfers", Kind.TRANSFERS, None, "Transfers running at once into and out of "
+           "this site: a number, '2:8' or {\"upload\": 2, \"download\": 8}; default "
+           "engine.workers_per_site."),
 )
+
+#: Site keys that are limits of this machine, not of the storage: set only in the global
+#: ``sites`` block (one token bucket per site, shared by every project).
+MACHINE_SITE_KEYS = ("bwlimit", "transfers")
 
 PROVIDER_OPTIONS: Mapping[str, tuple[Option, ...]] = {
     "local_drive": (),

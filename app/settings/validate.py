@@ -23,6 +23,7 @@ from app.settings.schema import (
     ENGINE_OPTIONS,
     GLOBAL_OPTIONS,
     LOCAL_SITE,
+    MACHINE_SITE_KEYS,
     PROJECT_OPTION_KEYS,
     ROOT_KEY,
     Option,
@@ -165,6 +166,10 @@ class _Checker:
         project_sites = self.mapping(f"{path}.sites", block.get("sites"))
         for site_name, data in project_sites.items():
             site_path = f"{path}.sites.{site_name}"
+            for key in MACHINE_SITE_KEYS:
+                if isinstance(data, Mapping) and key in data:
+                    self.add(f"{site_path}.{key}", "is a limit of this machine for the site, "
+                             "shared by every project", f"move it to sites.{site_name}.{key}")
             base = _global_site(sites, site_name, local_id)
             inherited = site_provider(site_name, base or {}, local_id)
             if not self.site(site_path, site_name, data, local_id, complete=False,

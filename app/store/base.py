@@ -25,6 +25,7 @@ from datetime import datetime
 
 from app.model import (
     Claim,
+    Direction,
     FileDetail,
     ProjectInfo,
     Representation,
@@ -111,6 +112,7 @@ class Store(abc.ABC):
         now: datetime,
         limit: int = 100,
         exclude: frozenset[tuple[str, str]] = frozenset(),
+        direction: Direction | None = None,
     ) -> list[WorkItem]:
         """Files to move between the two sites, most urgent first.
 
@@ -120,7 +122,9 @@ class Store(abc.ABC):
         entries whose ``next_attempt_dt`` is after ``now``, and live leases. Order:
         priority descending (active site's entry, else remote's, else 50), then
         representation age, then file order. ``exclude`` holds ``(repre_id, file_id)``
-        pairs the caller already has in hand.
+        pairs the caller already has in hand. ``direction`` keeps only uploads (to the
+        remote site) or only downloads (to the active site); the engine asks for one
+        direction when only that direction has free transfer slots.
         """
 
     @abc.abstractmethod

@@ -283,14 +283,15 @@ def _file_moves(source: str, target: str, now: datetime, retry_cnt: int | None) 
     }
 
 
-def _work_query(active: str, remote: str, retry_cnt: int, now: datetime) -> Doc:
-    return {
-        "type": "representation",
-        "$or": [
-            {"files": {"$elemMatch": _file_moves(active, remote, now, retry_cnt)}},
-            {"files": {"$elemMatch": _file_moves(remote, active, now, retry_cnt)}},
-        ],
-    }
+def _work_query(
+    active: str, remote: str, retry_cnt: int, now: datetime, direction: Direction | None = None
+) -> Doc:
+    moves = []
+    if direction in (None, Direction.UPLOAD):
+        moves.append({"files": {"$elemMatch": _file_moves(active, remote, now, retry_cnt)}})
+    if direction in (None, Direction.DOWNLOAD):
+        moves.append({"files": {"$elemMatch": _file_moves(remote, active, now, retry_cnt)}})
+    return {"type": "representation", "$or": moves}
 
 
 def _text_query(text: str) -> Doc:
@@ -889,6 +890,7 @@ class MongoStore(Store):
         now: datetime,
         limit: int = 100,
         exclude: frozenset[tuple[str, str]] = frozenset(),
+        direction: Direction | None = None,
     ) -> list[WorkItem]:
         now = _aware(now)
         coll = self._coll(project)
@@ -896,7 +898,7 @@ class MongoStore(Store):
             return []
         self._ensure_indexes(project, coll)
         self._convert_legacy_docs(project, coll)
-        query = _work_query(active_site, remote_site, retry_cnt, now)
+        query = _work_query(active_site, remote_site, retry_cnt, now, direction)
         ranked: list[tuple[tuple[Any, ...], WorkItem]] = []
         for doc in coll.find(query, _WORK_PROJECTION):
             repre = self._parse_or_skip(project, doc)
@@ -906,7 +908,9 @@ class MongoStore(Store):
             for position, file in enumerate(repre.files):
                 item = _work_item(project, repre, file, active_site, remote_site,
                                   retry_cnt, now)
-                if item is not None and (item.repre_id, item.file_id) not in exclude:
+                if item is None or (direction is not None and item.direction is not direction):
+                    continue
+                if (item.repre_id, item.file_id) not in exclude:
                     ranked.append(((-item.priority, age, position), item))
         ranked.sort(key=lambda pair: pair[0])
         return [item for _, item in ranked[:max(0, limit)]]

@@ -207,7 +207,7 @@ JOIN file_sites AS src
 JOIN files AS f ON f.seq = tgt.file_seq
 JOIN representations AS r ON r.seq = f.repre_seq
 JOIN projects AS p ON p.name = r.project
-WHERE tgt.site IN (:active, :remote)
+WHERE tgt.site IN (:target_a, :target_b)
   AND tgt.created_dt IS NULL
   AND tgt.paused = 0
   AND tgt.permanent = 0
@@ -242,13 +242,19 @@ WHERE rowid = (
 
 
 def _find_work_query(
-    project: str, active_site: str, remote_site: str, retry_cnt: int, now: datetime, limit: int
+    project: str, active_site: str, remote_site: str, retry_cnt: int, now: datetime, limit: int,
+    direction: Direction | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """The find_work statement and its parameters (tests EXPLAIN it)."""
+    """The find_work statement and its parameters (tests EXPLAIN it). Targets: both
+    sites, or the remote only (uploads) or the active only (downloads)."""
+    targets = {None: (active_site, remote_site), Direction.UPLOAD: (remote_site, remote_site),
+               Direction.DOWNLOAD: (active_site, active_site)}[direction]
     return _FIND_WORK_SQL, {
         "project": project,
         "active": active_site,
         "remote": remote_site,
+        "target_a": targets[0],
+        "target_b": targets[1],
         "retry_cnt": retry_cnt,
         "now": _ts(now),
         "limit": limit,
@@ -979,6 +985,7 @@ class SqliteStore(Store):
         now: datetime,
         limit: int = 100,
         exclude: frozenset[tuple[str, str]] = frozenset(),
+        direction: Direction | None = None,
     ) -> list[WorkItem]:
         """See Store.find_work. ``exclude`` is applied by fetching that many extra rows,
         which keeps the statement (and its plan) fixed whatever the caller holds."""
@@ -987,7 +994,7 @@ class SqliteStore(Store):
         if active_site == remote_site or limit <= 0:
             return []
         sql, params = _find_work_query(
-            project, active_site, remote_site, retry_cnt, now, limit + len(exclude)
+            project, active_site, remote_site, retry_cnt, now, limit + len(exclude), direction
         )
         items = []
         for row in conn.execute(sql, params):

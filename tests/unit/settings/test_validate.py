@@ -257,3 +257,26 @@ def test_secrets_never_appear_in_messages(mutate, secret, write_settings) -> Non
     if secret:
         assert secret not in str(info.value)
     assert "hunter2-secret" not in str(info.value)
+
+
+@pytest.mark.parametrize(("path", "value", "key", "words"), [
+    ("sites/studio/bwlimit", "fast", "sites.studio.bwlimit", "is not a rate"),
+    ("sites/studio/bwlimit", "25:00,1M", "sites.studio.bwlimit", "no such time"),
+    ("sites/studio/bwlimit", 10, "sites.studio.bwlimit", "must be text"),
+    ("sites/studio/transfers", 0, "sites.studio.transfers", "out of range"),
+    ("sites/studio/transfers", {"up": 1}, "sites.studio.transfers", "unknown key"),
+    ("projects/p/sites/studio/bwlimit", "1M", "projects.p.sites.studio.bwlimit",
+     "limit of this machine"),
+])
+def test_limits_are_checked_with_key_and_fix(path, value, key, words) -> None:
+    problem = _only(_set(path, value))
+    assert problem.key == key and words in problem.message and problem.fix
+
+
+def test_limits_load_into_site_configs(write_settings) -> None:
+    raw = valid_raw()
+    raw["sites"]["studio"].update(bwlimit="08:00,1M:4M 19:00,off", transfers="2:6")
+    settings = load_settings(write_settings(raw), platform="linux")
+    studio = settings.site("studio")
+    assert studio.bwlimit.is_timetable and studio.transfers.download == 6
+    assert settings.site("gdrive").bwlimit is None and settings.site("gdrive").transfers is None

@@ -1,0 +1,121 @@
+"""`sitesync` commands of the transfer policy: ``limit`` (and, with their features,
+``validate`` and ``subscribe``). Registered by :mod:`app.cli`; they share its context,
+printing and error handling, so they behave like every other command."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from app.errors import UserFixableError
+from app.policy.bandwidth import format_rate, parse_bwlimit
+from app.policy.concurrency import parse_transfers
+from app.settings import LOCAL_SITE, update_settings
+
+__all__ = ["POLICY_COMMANDS", "add_policy_parsers"]
+
+Context = Any  # app.cli._Context (imported lazily: app.cli imports this module)
+
+
+def add_policy_parsers(sub: Any) -> None:
+    p = sub.add_parser(
+        "limit", help="show or set bandwidth and transfer limits per site",
+        description="Without options: show every site's limits. With options: save them in "
+        "the settings; a running engine applies them within a second.")
+    p.add_argument("site", nargs="?", help="site to change ('local' = this machine)")
+    p.add_argument("--bwlimit", help="rclone syntax: off, 10M, 10M:2M (upload:download), or a "
+                   "timetable like \"Mon-08:00,2M Fri-19:00,off\"")
+    p.add_argument("--transfers", help="transfers at once: 4, or 2:8 (upload:download)")
+    p.add_argument("--clear", action="store_true", help="remove this site's limits")
+
+
+def cmd_limit(ctx: Context) -> int:
+    from app.cli import _print, _table
+
+    args = ctx.args
+    changing = args.bwlimit is not None or args.transfers is not None or args.clear
+    if not changing:
+        shown = ctx.settings.sites
+        if args.site is not None:
+            shown = {_site_name(ctx.settings, args.site): None}
+        rows = []
+        for name in shown:
+            site = ctx.settings.sites[name]
+            bw = site.bwlimit
+            now = bw.at(_local_now()) if bw else None
+            rows.append((name, bw.text if bw else "off",
+                         "-" if now is None else f"{format_rate(now.upload)} up, "
+                         f"{format_rate(now.download)} down",
+                         site.transfers.text() if site.transfers else
+                         f"default ({ctx.settings.engine.workers_per_site})"))
+        _print(_table(("Site", "Bandwidth limit", "In force now", "Transfers"), rows))
+        return 0
+    if args.site is None:
+        raise UserFixableError("which site?", fix="name it: sitesync limit SITE --bwlimit 10M")
+    settings = ctx.settings
+    name = _site_name(settings, args.site)
+    # Checked here first, so the error names the option rather than a settings key.
+    for option, value, check in (("--bwlimit", args.bwlimit, parse_bwlimit),
+                                 ("--transfers", args.transfers, parse_transfers)):
+        if value is not None:
+            try:
+                check(value)
+            except ValueError as exc:
+                raise UserFixableError(f"{option} {value!r}: {exc}",
+                                       fix=getattr(exc, "fix", "")) from None
+
+    def change(raw: dict) -> None:
+        sites = raw.setdefault("sites", {})
+        block_name = _raw_block(sites, name, settings.local_id)
+        block = sites.setdefault(block_name, {})
+        if args.clear:
+            block.pop("bwlimit", None)
+            block.pop("transfers", None)
+        if args.bwlimit is not None:
+            block["bwlimit"] = args.bwlimit
+        if args.transfers is not None:
+            block["transfers"] = _transfers_value(args.transfers)
+
+    saved = update_settings(change, settings.path)
+    site = saved.sites[name]
+    bw = site.bwlimit.text if site.bwlimit else "off"
+    transfers = site.transfers.text() if site.transfers else \
+        f"default ({saved.engine.workers_per_site})"
+    _print(f"{args.site}: bandwidth {bw}; transfers {transfers}. Saved in {saved.path}; "
+           "a running engine applies it within a second")
+    return 0
+
+
+def _site_name(settings: Any, site: str) -> str:
+    """The configured name of ``site`` ("local" = this machine), or a UserFixableError."""
+    name = settings.local_id if site == LOCAL_SITE else site
+    if name not in settings.sites:
+        known = ", ".join(sorted(settings.sites))
+        raise UserFixableError(f"site {site!r} is not configured (configured: {known})",
+                               fix="use one of those names, or add the site to the settings")
+    return name
+
+
+def _raw_block(sites: dict, name: str, local_id: str) -> str:
+    """The settings block holding site ``name`` (this machine's may be under "local")."""
+    if name == local_id and local_id not in sites and LOCAL_SITE in sites:
+        return LOCAL_SITE
+    return name
+
+
+def _transfers_value(text: str) -> Any:
+    """What to write in the settings file for ``--transfers`` (a number when it is one)."""
+    limits = parse_transfers(text)
+    if limits.upload == limits.download:
+        return limits.upload
+    return {"upload": limits.upload, "download": limits.download}
+
+
+def _local_now() -> datetime:
+    return datetime.now().astimezone()
+
+
+POLICY_COMMANDS: dict[str, Callable[[Context], int]] = {
+    "limit": cmd_limit,
+}
