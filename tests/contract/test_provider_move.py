@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - the contract suite's fixtures are imported by name
 """`Provider.move`, run against every provider of the contract suite (HARNESSES).
 
 Conflict copies and "when complete" downloads rename files within a site; a move must
