@@ -371,6 +371,20 @@ def test_dangling_symlinked_folder_pointing_outside_creates_nothing(provider, ro
     assert list(outside.iterdir()) == []
 
 
+def test_symlinked_folder_deep_below_the_root_pointing_outside_is_refused(provider, root, outside):
+    (outside / "secret.bin").write_bytes(b"secret")
+    (root / "show" / "sh010").mkdir(parents=True)
+    (root / "show" / "sh010" / "render").symlink_to(outside)
+    for call in (
+        lambda: provider.stat("{root[work]}/show/sh010/render/secret.bin"),
+        lambda: provider.open_reader("{root[work]}/show/sh010/render/secret.bin"),
+        lambda: provider.open_writer("{root[work]}/show/sh010/render/new.bin", 1),
+    ):
+        with pytest.raises(PathEscapeError, match="outside root"):
+            call()
+    assert sorted(p.name for p in outside.iterdir()) == ["secret.bin"]
+
+
 def test_symlink_at_the_part_name_is_never_written_through(provider, root, outside):
     victim = outside / "victim"
     victim.write_bytes(b"keep")
