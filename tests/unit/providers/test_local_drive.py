@@ -534,3 +534,42 @@ def test_file_size_limit_reached_is_reported_like_a_full_disk(root):
     assert "disk full or file size limit reached on site 'studio'" in result.stdout
     assert "EFBIG" in result.stdout
     assert os.listdir(root) == []
+
+
+# -- folder fsync group commit ------------------------------------------------------------------
+
+
+def test_concurrent_renames_into_one_folder_share_folder_fsyncs(monkeypatch, tmp_path):
+    """Eight workers finishing at once need at most two folder fsyncs (the running one
+    plus one that starts after all of them), and a later rename always gets its own."""
+    import threading
+    import time
+
+    from providers import local_drive
+
+    calls: list[float] = []
+    real = local_drive._fsync_dir
+
+    def slow_fsync(folder: str) -> None:
+        calls.append(time.monotonic())
+        time.sleep(0.05)
+        real(folder)
+
+    monkeypatch.setattr(local_drive, "_fsync_dir", slow_fsync)
+    sync = local_drive._FolderSync()
+    start = threading.Barrier(8)
+
+    def worker() -> None:
+        start.wait()
+        sync.sync(str(tmp_path))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    assert not any(t.is_alive() for t in threads)
+    assert 1 <= len(calls) <= 2
+    sync.sync(str(tmp_path))
+    assert len(calls) in (2, 3)  # after the others finished: a fresh fsync, never skipped
+    assert sync._folders == {}  # nothing kept for folders nobody is waiting on
