@@ -421,6 +421,10 @@ class Engine(PolicyControls):
                     self._reload_settings_if_changed()
                     if self.store.wait_for_change(marker, 1.0):
                         self._wake.set()
+                        # Our own workers commit a result per file; waking the loop for
+                        # each of them (and re-reading the marker) cost more than the
+                        # files. Changes made meanwhile are seen 50 ms later at most.
+                        self._stopping.wait(0.05)
                         break
             except StoreUnavailableError:
                 self._stopping.wait(2.0)
