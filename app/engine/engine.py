@@ -33,7 +33,7 @@ from pathlib import Path
 
 from app.engine.policy_controls import PolicyControls, provider_config_changed
 from app.engine.retry import next_attempt_at
-from app.engine.transfer import CancelToken, transfer_file
+from app.engine.transfer import CancelToken
 from app.errors import (
     CancelledTransfer,
     PermanentError,
@@ -633,7 +633,7 @@ class Engine(PolicyControls):
                                                                   item.target_site),
                                        job.token)
             target = self._provider(item.project, item.target_site)
-            result = transfer_file(
+            result = self._move_file(
                 item, source, target, job.token,
                 on_progress=lambda done, size: self._progress(job, done, size),
                 on_start=lambda offset: self.bus.publish(
@@ -662,6 +662,7 @@ class Engine(PolicyControls):
             self.bus.publish(TransferStopped(self._clock(), *self._file_fields(item),
                                              reason=str(exc)))
         except PermanentError as exc:
+            self._report_integrity(item, exc)
             self._fail(job, str(exc), permanent=True)
         except TransientError as exc:
             self._fail(job, str(exc), permanent=False, retry_after_s=exc.retry_after_s)

@@ -1,8 +1,9 @@
-"""The engine's transfer-policy controls: bandwidth and concurrency, live.
+"""The engine's transfer policy: limits, live controls, and how one file is moved.
 
 A mixin of :class:`app.engine.engine.Engine`, kept apart so the scheduler reads as a
-scheduler. What it adds to the Engine API (all thread-safe, all quick, callable from the
-tray's Qt thread):
+scheduler. It moves each file through :meth:`_move_file` (the conflict look at the target
+first, app.policy.conflict) and adds to the Engine API (all thread-safe, all quick,
+callable from the tray's Qt thread):
 
 * :meth:`set_bandwidth_limit` / :meth:`clear_bandwidth_limit` / :meth:`bandwidth_status`;
 * :meth:`set_transfers` / :meth:`transfer_status`;
@@ -18,15 +19,22 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
-from app.errors import ConfigError, SiteSyncError
-from app.model import Direction
+from app.engine.transfer import CancelToken, ProgressCallback, TransferResult, transfer_file
+from app.errors import ConfigError, IntegrityError, SiteSyncError
+from app.events.bus import EventBus
+from app.events.types import ConflictResolved, IntegrityAlert
+from app.model import Direction, WorkItem
 from app.policy.bandwidth import BandwidthLimiter, LimitStatus, Rate, parse_rate
 from app.policy.concurrency import SlotTable
+from app.policy.conflict import adopted_result, decide
 from app.settings import MACHINE_SITE_KEYS, Settings, SiteConfig, load_settings
+from providers.base import Provider
 
 if TYPE_CHECKING:
     from app.engine.engine import SitePair
@@ -50,10 +58,13 @@ class TransferStatus:
 
 
 class PolicyControls:
-    """Mixin: needs ``settings``, ``_wake`` and ``pairs()`` from the Engine."""
+    """Mixin: needs ``settings``, ``bus``, ``_wake``, ``_clock`` and ``pairs()`` from the
+    Engine."""
 
     settings: Settings
+    bus: EventBus
     _wake: threading.Event
+    _clock: Callable[[], datetime]
 
     def pairs(self) -> list[SitePair]:  # provided by Engine
         raise NotImplementedError
@@ -71,6 +82,45 @@ class PolicyControls:
         self.bandwidth.configure({n: c.bwlimit for n, c in sites.items() if c.bwlimit})
         self.slots.configure({n: c.transfers for n, c in sites.items() if c.transfers},
                              settings.engine.workers_per_site)
+
+    # -- moving one file ------------------------------------------------------------------------
+
+    def _move_file(
+        self, item: WorkItem, source: Provider, target: Provider, token: CancelToken,
+        on_progress: ProgressCallback | None = None,
+        on_start: Callable[[int], None] | None = None,
+    ) -> TransferResult:
+        """Move one file under the transfer policy: look at the target first (adopt the
+        same bytes, apply the conflict policy to different ones), then transfer."""
+        started = time.monotonic()
+        policy = self.settings.project(item.project).conflict_policy_for(
+            item.source_site, item.target_site)
+
+        def on_conflict(name: str, outcome: str, detail: str, kept_as: str) -> None:
+            _log.warning("%s", detail)
+            self.bus.publish(ConflictResolved(
+                self._clock(), item.project, item.repre_id, item.file_id, item.path,
+                item.source_site, item.target_site, item.direction, policy=name,
+                outcome=outcome, detail=detail, kept_as=kept_as))
+
+        decision = decide(item, source, target, token, policy, self._clock(), on_conflict)
+        if decision.adopt:
+            _log.info("%s was already on %s with the published content; adopted",
+                      item.path, item.target_site)
+            return adopted_result(decision, time.monotonic() - started)
+        return transfer_file(item, source, target, token, on_progress=on_progress,
+                             on_start=on_start)
+
+    def _report_integrity(self, item: WorkItem, exc: Exception) -> None:
+        """A published file that changed after publishing: say so on the bus."""
+        if not isinstance(exc, IntegrityError):
+            return
+        self.bus.publish(IntegrityAlert(
+            self._clock(), item.project, item.repre_id, item.file_id, item.path,
+            exc.site or item.source_site, detail=str(exc), expected=exc.expected,
+            found=exc.found,
+            action=f"re-publish the file, or reset site '{exc.site or item.source_site}' for "
+                   "it to fetch a good copy from another site"))
 
     # -- bandwidth ---------------------------------------------------------------------------
 

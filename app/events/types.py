@@ -13,11 +13,13 @@ from datetime import datetime
 from app.model import Direction
 
 __all__ = [
+    "ConflictResolved",
     "EngineStateChanged",
     "Event",
     "FileFailed",
     "FileProgress",
     "FileSynced",
+    "IntegrityAlert",
     "TransferStarted",
     "TransferStopped",
 ]
@@ -92,3 +94,42 @@ class EngineStateChanged(Event):
     state: str
     in_flight: int = 0
     message: str = ""
+
+
+@dataclass(frozen=True)
+class ConflictResolved(_FileEvent):
+    """The target already held a different file under the published path, and the
+    conflict policy (docs/transfer-policy.md) decided.
+
+    ``policy`` is the rule that applied (``this``, ``other``, ``newer`` or ``fail``);
+    ``outcome`` is ``took_incoming`` (the published file was written; the file that was
+    there is kept as ``kept_as``), ``kept_target`` (the file there stays; the published
+    file is not written and the entry is marked failed) or ``failed`` (nothing changed,
+    someone has to decide). Nothing is ever deleted.
+    """
+
+    policy: str
+    outcome: str
+    detail: str
+    kept_as: str = ""
+
+
+@dataclass(frozen=True)
+class IntegrityAlert(Event):
+    """A published file is not what was published: on ``site`` its size or content
+    differs from what was recorded (it was edited, replaced or has rotted).
+
+    Published files must never change, so this is never resolved automatically; it is
+    raised by the engine (a source that changed) and by ``sitesync validate`` (a copy
+    that changed), with ``action`` saying what to do.
+    """
+
+    project: str
+    repre_id: str
+    file_id: str
+    path: str
+    site: str
+    detail: str
+    expected: str = ""
+    found: str = ""
+    action: str = ""

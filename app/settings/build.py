@@ -137,6 +137,8 @@ def _project(
         always_accessible_on=tuple(dict.fromkeys(site_name(s) for s in always)),
         sites=MappingProxyType(_site_table(global_sites, project_sites, platform, local_id)),
         local_id=local_id,
+        conflict_policy=coerce(global_option("conflict_policy"),
+                               block.get("conflict_policy", "fail"), platform=platform),
     )
 
 

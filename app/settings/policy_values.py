@@ -8,11 +8,12 @@ from typing import Any
 
 from app.policy.bandwidth import BandwidthError, parse_bwlimit
 from app.policy.concurrency import TransfersError, parse_transfers
+from app.policy.conflict import ConflictPolicyError, parse_conflict_policy
 from app.settings.schema import Kind
 
 __all__ = ["POLICY_KINDS", "coerce_policy"]
 
-POLICY_KINDS = frozenset({Kind.BWLIMIT, Kind.TRANSFERS})
+POLICY_KINDS = frozenset({Kind.BWLIMIT, Kind.TRANSFERS, Kind.CONFLICT_POLICY})
 
 
 def coerce_policy(kind: Kind, value: object) -> Any:
@@ -24,6 +25,10 @@ def coerce_policy(kind: Kind, value: object) -> Any:
             return parse_bwlimit(value)
         if kind is Kind.TRANSFERS:
             return parse_transfers(value)
+        if kind is Kind.CONFLICT_POLICY:
+            return parse_conflict_policy(value)
+    except ConflictPolicyError as exc:
+        raise Invalid(exc.message, exc.fix, exc.subpath) from None
     except (BandwidthError, TransfersError) as exc:
         raise Invalid(exc.message, exc.fix) from None
     raise AssertionError(f"not a policy kind: {kind}")  # pragma: no cover

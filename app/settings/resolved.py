@@ -18,6 +18,7 @@ from app import paths
 from app.errors import ConfigError
 from app.policy.bandwidth import BandwidthSchedule
 from app.policy.concurrency import TransferLimits
+from app.policy.conflict import ConflictPolicy
 from app.settings.schema import LOCAL_SITE
 
 __all__ = ["EngineSettings", "ProjectSettings", "Settings", "SiteConfig"]
@@ -90,6 +91,12 @@ class ProjectSettings:
     always_accessible_on: tuple[str, ...]
     sites: Mapping[str, SiteConfig] = field(repr=False)
     local_id: str = ""
+    #: What to do when a target already holds a different file (app.policy.conflict).
+    conflict_policy: ConflictPolicy = field(default_factory=ConflictPolicy)
+
+    def conflict_policy_for(self, source: str, target: str) -> str:
+        """``this``, ``other``, ``newer`` or ``fail`` for a transfer source -> target."""
+        return self.conflict_policy.for_pair(source, target, self.local_id)
 
     def site(self, name: str) -> SiteConfig:
         """The configuration of site ``name`` (``"local"`` = this machine).

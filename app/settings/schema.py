@@ -70,6 +70,7 @@ class Kind(enum.Enum):
     ROOTS = "roots"
     BWLIMIT = "bandwidth limit"
     TRANSFERS = "transfer count"
+    CONFLICT_POLICY = "conflict policy"
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,11 @@ GLOBAL_OPTIONS: tuple[Option, ...] = (
            "'local' = this machine. Empty or equal to publish_site = no syncing.",
            project=True, empty_ok=True),
     Option("always_accessible_on", Kind.SITE_NAMES, (), "Sites that always get every file.",
+           project=True),
+    Option("conflict_policy", Kind.CONFLICT_POLICY, "fail", "When a target already holds a "
+           "different file under the published path: this (keep it), other (take the "
+           "published file, keep the old one as a conflict copy), newer, or fail; or a "
+           "mapping of \"SOURCE>TARGET\" site pairs to those. See docs/transfer-policy.md.",
            project=True),
 )
 

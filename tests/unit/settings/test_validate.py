@@ -280,3 +280,25 @@ def test_limits_load_into_site_configs(write_settings) -> None:
     studio = settings.site("studio")
     assert studio.bwlimit.is_timetable and studio.transfers.download == 6
     assert settings.site("gdrive").bwlimit is None and settings.site("gdrive").transfers is None
+
+
+@pytest.mark.parametrize(("path", "value", "key", "words"), [
+    ("conflict_policy", "sometimes", "conflict_policy", "is not a conflict policy"),
+    ("conflict_policy", {"studio>local": "keep"}, "conflict_policy.studio>local",
+     "is not a conflict policy"),
+    ("conflict_policy", {"studio": "this"}, "conflict_policy.studio", "SOURCE>TARGET"),
+    ("projects/p/conflict_policy", 1, "projects.p.conflict_policy", "policy name or a mapping"),
+])
+def test_conflict_policy_is_checked_with_key_and_fix(path, value, key, words) -> None:
+    problem = _only(_set(path, value))
+    assert problem.key == key and words in problem.message and problem.fix
+
+
+def test_conflict_policy_per_project_and_pair(write_settings) -> None:
+    raw = valid_raw()
+    raw["conflict_policy"] = {"studio>local": "this", "default": "newer"}
+    raw["projects"] = {"p": {"conflict_policy": "other"}}
+    settings = load_settings(write_settings(raw), platform="linux")
+    assert settings.project("q").conflict_policy_for("studio", LOCAL_ID) == "this"
+    assert settings.project("q").conflict_policy_for("studio", "gdrive") == "newer"
+    assert settings.project("p").conflict_policy_for("studio", LOCAL_ID) == "other"
