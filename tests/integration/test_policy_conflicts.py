@@ -66,12 +66,13 @@ def test_default_policy_fails_and_changes_nothing(sync_env):
     engine = env.engine()
     engine.start()
     env.wait_for(lambda: len(env.of_type(FileFailed)) == 2)
-    for index, path in ((0, other_size), (1, same_size)):
+    for index in (0, 1):
         assert _status(env, repre_id, LOCAL_ID, index) is Status.FAILED
         state = env.store.get_representation("demo", repre_id).files[index].site(LOCAL_ID)
         assert state.permanent and state.error.startswith("conflict:")
         assert "conflict_policy" in state.error
     assert _local(env, LOCAL_ID, other_size).read_bytes() == b"artist's own version"
+    assert len(_local(env, LOCAL_ID, same_size).read_bytes()) == 20_001
     details = " | ".join(e.detail for e in env.of_type(ConflictResolved))
     assert "same size, different content" in details
     assert "it has 20 bytes, the published file 20000" in details
