@@ -13,10 +13,11 @@ Before a file is written, the target is looked at (one ``stat``):
   ``this``  keep the target's file; the published file is not written, the entry is
             marked failed with an explanation (nothing is lost: it is still on the source)
   ``other`` take the incoming file; the target's file is first renamed to
-            ``<name>.sitesync-conflict-<YYYYMMDD-HHMMSS>-<site><ext>`` beside it
+            ``<name>.sitesync-conflict-<YYYYMMDD-HHMMSS>-<site><ext>`` beside it (the
+            default: a re-sync over a damaged copy just works, and nothing is lost)
   ``newer`` ``other`` when the source's modification time is at least the target's,
             else ``this`` (both times must be known, else it acts as ``fail``)
-  ``fail``  change nothing and mark the entry failed; a person decides (the default)
+  ``fail``  change nothing and mark the entry failed; a person decides
   ======== ==============================================================================
 
 The file that loses is never deleted (Syncthing's rule). There is a short window between
@@ -51,7 +52,7 @@ __all__ = [
 ]
 
 POLICIES = ("this", "other", "newer", "fail")
-DEFAULT_POLICY = "fail"
+DEFAULT_POLICY = "other"
 _DEFAULT_KEYS = ("default", "*>*", "*")
 _FIX = ('write one of this, other, newer, fail, or a mapping of "SOURCE>TARGET" site pairs '
         '(either side may be *) to those, e.g. {"studio>local": "other", "default": "fail"}')

@@ -138,7 +138,7 @@ def _project(
         sites=MappingProxyType(_site_table(global_sites, project_sites, platform, local_id)),
         local_id=local_id,
         conflict_policy=coerce(global_option("conflict_policy"),
-                               block.get("conflict_policy", "fail"), platform=platform),
+                               block.get("conflict_policy", "other"), platform=platform),
     )
 
 

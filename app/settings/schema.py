@@ -119,7 +119,7 @@ GLOBAL_OPTIONS: tuple[Option, ...] = (
            project=True, empty_ok=True),
     Option("always_accessible_on", Kind.SITE_NAMES, (), "Sites that always get every file.",
            project=True),
-    Option("conflict_policy", Kind.CONFLICT_POLICY, "fail", "When a target already holds a "
+    Option("conflict_policy", Kind.CONFLICT_POLICY, "other", "When a target already holds a "
            "different file under the published path: this (keep it), other (take the "
            "published file, keep the old one as a conflict copy), newer, or fail; or a "
            "mapping of \"SOURCE>TARGET\" site pairs to those. See docs/transfer-policy.md.",

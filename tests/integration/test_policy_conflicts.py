@@ -58,8 +58,9 @@ def test_a_copy_already_in_place_is_adopted_without_moving_bytes(sync_env):
     assert len(env.of_type(FileSynced)) == 3 and not env.of_type(ConflictResolved)
 
 
-def test_default_policy_fails_and_changes_nothing(sync_env):
+def test_fail_policy_changes_nothing(sync_env):
     env = sync_env
+    _policy(env, "fail")
     repre_id = env.publish("studio", "clash", files=2, size=20_000)
     other_size = _plant(env, repre_id, LOCAL_ID, 0, b"artist's own version")
     same_size = _plant(env, repre_id, LOCAL_ID, 1, os.urandom(20_001))
@@ -80,9 +81,8 @@ def test_default_policy_fails_and_changes_nothing(sync_env):
     assert _conflict_copies(env, LOCAL_ID) == [] and env.part_files() == []
 
 
-def test_other_takes_the_published_file_and_keeps_the_old_one(sync_env):
+def test_other_by_default_takes_the_published_file_and_keeps_the_old_one(sync_env):
     env = sync_env
-    _policy(env, "other")
     repre_id = env.publish(LOCAL_ID, "overwrite", files=1, size=30_000)
     path = _plant(env, repre_id, "studio", 0, b"stale file on the studio disk")
     engine = env.engine()

@@ -20,7 +20,7 @@ def test_policy_values():
     assert policy.for_pair("studio", "backup") == "other"  # source pattern
     assert policy.for_pair("studio", "gdrive") == "fail"  # target pattern beats source's
     assert policy.for_pair("sftp", "backup") == "other"  # default
-    assert parse_conflict_policy({}).for_pair("a", "b") == "fail"
+    assert parse_conflict_policy({}).for_pair("a", "b") == "other"
     assert "studio>local: this" in policy.text()
 
 
