@@ -117,12 +117,12 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 # -- commands -----------------------------------------------------------------------------
 
 
-def cmd_run(ctx: _Context) -> int:
-    """Default command: first run creates the demo project, then the engine runs until
-    Ctrl+C (the tray will take this place once it exists)."""
-    if not ctx.store.list_projects():
-        cmd_demo(ctx)
-    return cmd_serve(ctx)
+def cmd_tray(ctx: _Context) -> int:
+    """Default command (also `run`): the tray app, which embeds the engine. The first run
+    creates the demo project. Imported here so headless commands never load Qt."""
+    from ui.app import run_tray
+
+    return run_tray(ctx.args.config, debug=ctx.args.debug)
 
 
 def cmd_serve(ctx: _Context) -> int:
@@ -357,7 +357,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="verbose logs and tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    sub.add_parser("run", help="run SiteSync (creates the demo project on first run)")
+    sub.add_parser("tray", help="the tray app with the sync engine (the default; creates "
+                   "the demo project on first run)")
+    sub.add_parser("run", help="same as tray")
     p = sub.add_parser("serve", help="run the sync engine headless (no tray)")
     p.add_argument("--once", action="store_true", help="exit when nothing is left to do now")
     p.add_argument("--site", help="serve as this site (e.g. studio on a studio server)")
@@ -417,7 +419,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 _COMMANDS: dict[str, Callable[[_Context], int]] = {
-    "run": cmd_run,
+    "tray": cmd_tray,
+    "run": cmd_tray,
     "serve": cmd_serve,
     "status": cmd_status,
     "reset": cmd_reset,
@@ -441,7 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ctx = _Context(args)
     try:
-        return _COMMANDS[args.command or "run"](ctx)
+        return _COMMANDS[args.command or "tray"](ctx)
     except ConfigError as exc:
         _error(f"settings problem: {exc}", args.debug)
         return 2

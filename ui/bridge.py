@@ -190,8 +190,10 @@ class EngineBridge(QObject):
                 self._fast_wake = wake = True
             if self._rows_pending and not self._rows_wake:
                 self._rows_wake = wake = True
-        if wake:
-            self._wake.emit()
+            if wake:
+                # Under the lock, so close() cannot return (and the bridge be deleted)
+                # while an engine thread is emitting; a queued emit only posts an event.
+                self._wake.emit()
 
     def _apply_totals(self, event: Event) -> None:
         """Update the in-flight table and counters for a discrete event (under _lock)."""
