@@ -7,7 +7,6 @@ the icon in each state, the Settings dialog and the Sync Queue window.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -38,6 +37,7 @@ def demo_synced(env: dict[str, str]) -> bool:
 
 def menu_item(session: XSession, icon: Geometry, *keys: str) -> None:
     wait_until(lambda: not session.visible_windows("POPUP_MENU"), 5, "no menu open")
+    session.raise_panel()
     session.click(*icon.centre, button=3)
     wait_until(lambda: session.visible_windows("POPUP_MENU"), 10, "the tray menu")
     session.key(*keys, "Return")
@@ -83,7 +83,7 @@ def main(out_dir: Path) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="sitesync-shots-") as tmp_name:
         tmp = Path(tmp_name)
-        with x_session(tmp / "x") as session:
+        with x_session(tmp / "x", screen=(1600, 900)) as session:
             env = session.env
             env.update(SITESYNC_CONFIG=str(tmp / "home" / "settings.json"),
                        SITESYNC_DATA_DIR=str(tmp / "home" / "data"),
@@ -99,16 +99,16 @@ def main(out_dir: Path) -> int:
                 session.click(*icon.centre, button=3)
                 menu = wait_until(lambda: session.visible_windows("POPUP_MENU"), 10, "menu")[0]
                 shot = session.screenshot(tmp / "menu.png")
-                area = Geometry(menu.geometry.x - 120, 0, 1280 - (menu.geometry.x - 120),
+                area = Geometry(menu.geometry.x - 120, 0, 1600 - (menu.geometry.x - 120),
                                 menu.geometry.y + menu.geometry.h + 16)
                 session.crop(shot, out_dir / "tray-menu.png", area)
                 session.key("Escape")
                 menu_item(session, icon, "Down", "Down", "Down", "Down")  # Settings…
                 window_shot(session, out_dir / "settings.png", "SiteSync Settings")
                 session.key("Escape")
-                if importlib.util.find_spec("ui.queue") is not None:
-                    menu_item(session, icon, "Down")  # Open Sync Queue
-                    window_shot(session, out_dir / "sync-queue.png", "Sync Queue", ("NORMAL",))
+                menu_item(session, icon, "Down")  # Open Sync Queue
+                window_shot(session, out_dir / "sync-queue.png", "SiteSync: Sync Queue",
+                            ("NORMAL",))
                 menu_item(session, icon, "Up")  # Quit
                 rc = app.wait(30)
             finally:

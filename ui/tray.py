@@ -19,11 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QAction
-from PySide6.QtWidgets import QMenu, QMessageBox, QSystemTrayIcon, QWidget
+from PySide6.QtWidgets import QMenu, QSystemTrayIcon, QWidget
 
 from app import paths
 from app.engine.engine import Engine
@@ -386,7 +385,9 @@ class TrayController(QObject):
         if not restart:
             self.background.submit(lambda: session.engine.update_settings(new),
                                    name="sitesync-apply-settings")
-            self._close_window()
+            update = getattr(self.window, "update_settings", None)
+            if update is not None:
+                update(new)
             self.refresh_failed()
             return
         self.session = None
@@ -405,11 +406,17 @@ class TrayController(QObject):
                                on_error=self._on_session_failed, name="sitesync-restart")
 
     def _close_window(self) -> None:
-        """The window holds the old store/engine/settings: a new one is made on demand."""
-        if self.window is not None:
-            self.window.close()
-            self.window.deleteLater()
-            self.window = None
+        """Close the window for good (it holds the store and engine being replaced or
+        stopped); a new one is made on demand. Its queries are stopped first, briefly
+        waited for, so none runs on a store that is about to be closed."""
+        window, self.window = self.window, None
+        if window is None:
+            return
+        runner = getattr(window, "runner", None)
+        if runner is not None:
+            runner.shutdown(timeout_ms=3000)
+        window.close()
+        window.deleteLater()
 
     # -- quitting -------------------------------------------------------------------------------
 
@@ -453,21 +460,9 @@ class TrayController(QObject):
         self.finished.emit()
 
 
+
 def _queue_window_class() -> Callable[..., QWidget]:
     """The Sync Queue window, imported on first use (it is the larger part of the UI)."""
-    try:
-        from ui.queue import SyncQueueWindow
-    except ImportError as exc:
-        _log.error("the Sync Queue window is missing from this installation: %s", exc)
+    from ui.queue import SyncQueueWindow
 
-        def unavailable(*_args: Any) -> QWidget:
-            box = QMessageBox(QMessageBox.Icon.Warning, "SiteSync",
-                              "The Sync Queue window is not part of this installation.\n"
-                              "`sitesync status` shows the same table in a terminal.")
-            box.setWindowIcon(app_icon())
-            box.setWindowModality(Qt.WindowModality.NonModal)  # the tray menu stays usable
-            return box
-
-        return unavailable
     return SyncQueueWindow
-

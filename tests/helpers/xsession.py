@@ -2,13 +2,14 @@
 xdotool, screenshots with ImageMagick's `import`.
 
 Used by tests/ui/test_tray_x11.py and by scripts/screenshots (the README's pictures).
-Each session gets a free display number from Xvfb itself (``-displayfd``), so parallel
-runs and a developer's own X server never collide.
+Each session takes a random free display number (:100-:899, checked against every X
+socket on the machine), so parallel runs and other X servers never collide.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import re
 import subprocess
 import sys
@@ -130,6 +131,13 @@ class XSession:
                 return window.geometry
         return None
 
+    def raise_panel(self) -> None:
+        """Put the tray panel above other windows, as a desktop's window manager keeps its
+        panels (bare Xvfb has no window manager, so a big window would cover the tray)."""
+        for window in self.windows():
+            if window.name == "panel" and '"trayer"' in window.cls:
+                self.run("xdotool", "windowraise", window.id, check=False)
+
     def tray_icon(self, name: str = "SiteSync") -> Geometry | None:
         """The app's icon window embedded in the tray panel (XEmbed), if it is there."""
         panel = self.panel()
@@ -186,26 +194,47 @@ class XSession:
         return target
 
 
+def _display_in_use(number: int) -> bool:
+    """An X server (ours or anyone's, any mount namespace) listens on that display."""
+    name = f"/tmp/.X11-unix/X{number}"
+    try:
+        sockets = Path("/proc/net/unix").read_text()
+    except OSError:
+        sockets = ""
+    return Path(name).exists() or Path(f"/tmp/.X{number}-lock").exists() or name in sockets
+
+
+def _start_xvfb(workdir: Path, screen: tuple[int, int]) -> tuple[subprocess.Popen, str]:
+    """Xvfb on a free, random display number (not :0.. where other sessions start)."""
+    rng = random.Random()
+    for _ in range(20):
+        number = rng.randrange(100, 900)
+        if _display_in_use(number):
+            continue
+        log = open(workdir / "xvfb.log", "ab")  # noqa: SIM115 - lives as long as Xvfb
+        proc = subprocess.Popen(
+            ["Xvfb", f":{number}", "-screen", "0", f"{screen[0]}x{screen[1]}x24",
+             "-nolisten", "tcp"], stdout=subprocess.DEVNULL, stderr=log)
+        env = {**os.environ, "DISPLAY": f":{number}"}
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and proc.poll() is None:
+            if subprocess.run(["xdpyinfo"], env=env, capture_output=True).returncode == 0:
+                return proc, f":{number}"
+            time.sleep(0.1)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    raise RuntimeError(f"Xvfb did not start: {(workdir / 'xvfb.log').read_text()}")
+
+
 @contextmanager
-def x_session(workdir: Path) -> Iterator[XSession]:
+def x_session(workdir: Path, screen: tuple[int, int] = SCREEN) -> Iterator[XSession]:
     """Xvfb + trayer (top right, 200x32, like a desktop panel) until the block ends."""
     workdir.mkdir(parents=True, exist_ok=True)
-    read_fd, write_fd = os.pipe()
-    xvfb = subprocess.Popen(
-        ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", f"{SCREEN[0]}x{SCREEN[1]}x24",
-         "-nolisten", "tcp"],
-        pass_fds=(write_fd,), stdout=subprocess.DEVNULL,
-        stderr=open(workdir / "xvfb.log", "wb"))  # noqa: SIM115 - lives as long as Xvfb
-    os.close(write_fd)
+    xvfb, display = _start_xvfb(workdir, screen)
     trayer = None
     try:
-        with os.fdopen(read_fd) as pipe:
-            number = pipe.readline().strip()
-        if not number:
-            raise RuntimeError(f"Xvfb did not start: {(workdir / 'xvfb.log').read_text()}")
-        session = XSession(f":{number}", workdir)
-        wait_until(lambda: subprocess.run(["xdpyinfo"], env=session.env, capture_output=True)
-                   .returncode == 0, 10, "Xvfb to answer")
+        session = XSession(display, workdir)
         trayer = subprocess.Popen(
             ["trayer", "--edge", "top", "--align", "right", "--widthtype", "pixel",
              "--width", str(PANEL_WIDTH), "--height", str(PANEL_HEIGHT), "--transparent", "false",

@@ -112,6 +112,15 @@ def test_saved_settings_are_applied_to_the_running_engine(live, make_controller,
     qtbot.waitUntil(lambda: engine.settings.retry_cnt == 9)
     assert controller.engine is engine  # applied live, no restart
     assert controller.settings.loop_delay == 5
+    # An open Sync Queue window follows the new settings.
+    controller.open_queue()
+    window = controller.window
+    controller.open_settings()
+    dialog = controller.settings_dialog
+    dialog.retry_cnt.setValue(4)
+    with qtbot.waitSignal(dialog.saved):
+        dialog.save()
+    assert window.settings.retry_cnt == 4 and controller.window is window
     # A concurrency change restarts the engine in the background; syncing continues.
     controller.open_settings()
     dialog = controller.settings_dialog
@@ -119,6 +128,7 @@ def test_saved_settings_are_applied_to_the_running_engine(live, make_controller,
     with qtbot.waitSignal(controller.session_ready, timeout=15000):
         dialog.save()
     assert controller.engine is not engine and engine.state == "stopped"
+    assert controller.window is None  # it held the old engine; the next open makes a new one
     assert controller.engine.settings.engine.workers_per_site == 1
     store = live.open_store()
     repre = live.publish(store, LOCAL_ID, "after", files=2)

@@ -152,6 +152,24 @@ def test_open_sync_queue_shows_one_window_and_quit_stops_the_engine(live, make_c
         store.list_projects()
 
 
+def test_the_real_sync_queue_window_opens_from_the_tray(live, make_controller, qtbot):
+    from ui.queue import SyncQueueWindow
+
+    store = live.open_store()
+    live.publish(store, "studio", "sh010", files=2)
+    controller = started(make_controller, qtbot)
+    controller.open_action.trigger()
+    window = controller.window
+    assert isinstance(window, SyncQueueWindow) and window.isVisible()
+    assert window.windowTitle() == "SiteSync: Sync Queue"
+    assert window.store is controller.store and window.engine is controller.engine
+    assert window.bridge is controller.bridge
+    qtbot.waitUntil(lambda: window.model.rowCount() == 1, timeout=10000)
+    # A second activation raises the same window.
+    controller.tray.activated.emit(QSystemTrayIcon.ActivationReason.Trigger)
+    assert controller.window is window
+
+
 def test_quit_while_a_transfer_runs_is_bounded_and_counts_no_failure(live, make_controller, qtbot):
     store = live.open_store()
     repre = live.publish(store, LOCAL_ID, "big", files=1, size=64 * 1024 * 1024)
