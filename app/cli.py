@@ -21,7 +21,7 @@ from pathlib import Path
 
 from app import __version__, paths
 from app.cli_policy import POLICY_COMMANDS, add_policy_parsers
-from app.errors import ConfigError, SiteSyncError, UserFixableError
+from app.errors import ConfigError, SiteSyncError, StoreUnavailableError, UserFixableError
 from app.events.types import EngineStateChanged, Event, FileFailed, FileSynced
 from app.model import Status, SummaryQuery
 from app.settings import Settings, load_settings
@@ -141,11 +141,17 @@ def cmd_serve(ctx: _Context) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     once = bool(getattr(ctx.args, "once", False))
-    pairs = engine.pairs()
-    if not pairs:
+    try:
+        pairs = engine.pairs()
+    except StoreUnavailableError as exc:
+        # A server started before its database (after a power cut, say) waits for it:
+        # the engine reports "offline" and carries on by itself once it answers.
+        _print(f"database unreachable, waiting for it: {exc}")
+        pairs = None
+    if pairs == []:
         _print("nothing to serve: no enabled project has two different sites to sync "
                "(check publish_site and remote_site; `sitesync doctor` explains)")
-    for pair in pairs:
+    for pair in pairs or ():
         _print(f"serving {pair.project}: {pair.active} <-> {pair.remote}")
     engine.start(once=once)
     while not stop.is_set() and not engine.wait_stopped(0.2):
