@@ -13,7 +13,6 @@ import json
 import os
 import random
 import threading
-from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,53 +20,13 @@ import pytest
 
 from app.events.types import FileFailed, FileSynced
 from app.model import Status
-from app.publish import build_representation
 from app.settings import load_settings
 from app.status import site_status
 from providers.base import Provider, Reader
 from providers.registry import create_provider
-from tests.integration.conftest import LOCAL_ID, write_settings
+from tests.integration.conftest import LOCAL_ID
 from tests.reliability.faulty import FaultPlan, faulty_factory
-
-STUDIO = "studio"
-PREFIX = "{root[work]}/"
-
-
-def _configure(env, retry_cnt: int, **engine: object) -> None:
-    write_settings(env.settings_path, env.roots, **engine)
-    raw = json.loads(env.settings_path.read_text())
-    raw["retry_cnt"] = retry_cnt
-    env.settings_path.write_text(json.dumps(raw))
-    env.settings = load_settings(env.settings_path)
-
-
-def _publish(env, site: str, asset: str, sizes: list[int], rng: random.Random,
-             checksum: bool = True) -> str:
-    """Files of ``sizes`` on ``site``, queued for the other site. Without ``checksum`` the
-    document looks like OpenPype's own publish (no SiteSync checksum to check against)."""
-    other = STUDIO if site == LOCAL_ID else LOCAL_ID
-    folder = env.roots[site] / "demo" / asset / "v001"
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, size in enumerate(sizes):
-        path = folder / f"{asset}.{1001 + i}.exr"
-        path.write_bytes(rng.randbytes(size))
-        paths.append(path)
-    repre = build_representation(
-        "demo", paths, {"work": str(env.roots[site])}, asset=asset, subset="renderMain",
-        version=1, name="exr", family="render", publish_site=site, queued_sites=(other,),
-        now=datetime.now(timezone.utc),
-    )
-    if not checksum:
-        files = tuple(replace(f, sites=tuple(replace(s, checksum=None) for s in f.sites))
-                      for f in repre.files)
-        repre = replace(repre, files=files)
-    env.store.ensure_project("demo")
-    return env.store.insert_representation(repre)
-
-
-def _local(env, site: str, rootless: str) -> Path:
-    return env.roots[site] / rootless[len(PREFIX):]
+from tests.reliability.helpers import STUDIO, all_synced, configure, local, publish
 
 
 def _check_available_files_are_right(env, repre_ids: list[str]) -> int:
@@ -78,16 +37,13 @@ def _check_available_files_are_right(env, repre_ids: list[str]) -> int:
         for f in repre.files:
             for state in (s for s in f.sites if s.available):
                 available += 1
-                data = _local(env, state.name, f.path).read_bytes()
+                data = local(env, state.name, f.path).read_bytes()
                 other = next(s.name for s in f.sites if s.name != state.name)
-                source = _local(env, other, f.path)
+                source = local(env, other, f.path)
                 assert source.exists() and data == source.read_bytes(), (f.path, state.name)
     return available
 
 
-def _all_synced(env, repre_ids: list[str]) -> bool:
-    return all(all(s.available for s in f.sites)
-               for r in repre_ids for f in env.store.get_representation("demo", r).files)
 
 
 # -- steady faults -----------------------------------------------------------------------------
@@ -96,18 +52,18 @@ def _all_synced(env, repre_ids: list[str]) -> bool:
 def test_steady_faults_on_both_sides_never_corrupt_and_every_fault_is_one_try(sync_env):
     env = sync_env
     # retry_cnt high enough that steady faults never exhaust a file; back-off short.
-    _configure(env, retry_cnt=60, workers_per_site=4, lease_s=2, backoff_base_s=0.01,
+    configure(env, retry_cnt=60, workers_per_site=4, lease_s=2, backoff_base_s=0.01,
                backoff_max_s=0.05, progress_interval_s=0.05)
     rng = random.Random(20240601)
     repre_ids = []
     for r in range(12):  # uploads: small files of every size class
         sizes = [rng.choice([0, 1, 4096, rng.randint(1, 256 * 1024)]) for _ in range(8)]
-        repre_ids.append(_publish(env, LOCAL_ID, f"up{r:02d}", sizes, rng))
+        repre_ids.append(publish(env, LOCAL_ID, f"up{r:02d}", sizes, rng))
     for r in range(5):  # downloads, with some 1-6 MiB files (several chunks each)
         sizes = [rng.randint(1, 64 * 1024) for _ in range(6)] + [rng.randint(1 << 20, 6 << 20)]
-        repre_ids.append(_publish(env, STUDIO, f"down{r:02d}", sizes, rng))
+        repre_ids.append(publish(env, STUDIO, f"down{r:02d}", sizes, rng))
     # One file large enough for the pipelined (two-thread) read path.
-    repre_ids.append(_publish(env, LOCAL_ID, "plate", [17 << 20], rng))
+    repre_ids.append(publish(env, LOCAL_ID, "plate", [17 << 20], rng))
     total = sum(len(env.store.get_representation("demo", r).files) for r in repre_ids)
 
     plans = {site: FaultPlan(open_error=0.04, stall=0.02, timeout=0.02, drop=0.03,
@@ -115,7 +71,7 @@ def test_steady_faults_on_both_sides_never_corrupt_and_every_fault_is_one_try(sy
              for seed, site in enumerate((LOCAL_ID, STUDIO))}
     engine = env.engine(provider_factory=faulty_factory(plans))
     engine.start()
-    env.wait_for(lambda: _all_synced(env, repre_ids), timeout=240)
+    env.wait_for(lambda: all_synced(env, repre_ids), timeout=240)
     engine.stop()
 
     injected = sum((p.counts for p in plans.values()), start=type(plans[STUDIO].counts)())
@@ -216,11 +172,11 @@ EDITS = {"rewritten in place": _rewrite_in_place, "replaced by rename": _replace
 def test_a_source_edited_during_the_copy_is_never_marked_available_with_other_bytes(
         sync_env, edit, checksum):
     env = sync_env
-    _configure(env, retry_cnt=3, workers_per_site=1, backoff_base_s=0.05, backoff_max_s=0.1)
+    configure(env, retry_cnt=3, workers_per_site=1, backoff_base_s=0.05, backoff_max_s=0.1)
     rng = random.Random(7)
-    repre_id = _publish(env, LOCAL_ID, "edited", [9 << 20], rng, checksum=checksum)
+    repre_id = publish(env, LOCAL_ID, "edited", [9 << 20], rng, checksum=checksum)
     rootless = env.store.get_representation("demo", repre_id).files[0].path
-    source = _local(env, LOCAL_ID, rootless)
+    source = local(env, LOCAL_ID, rootless)
     factory, made = _hooked_env(env)
     engine = env.engine(provider_factory=factory)
     engine._provider("demo", LOCAL_ID)  # build it now to arm the hook
@@ -236,11 +192,11 @@ def test_a_source_edited_during_the_copy_is_never_marked_available_with_other_by
             datetime.now(timezone.utc)) is Status.FAILED)
         state = env.store.get_representation("demo", repre_id).files[0].site(STUDIO)
         assert state.permanent and "no longer matches the checksum" in state.error
-        assert not _local(env, STUDIO, rootless).exists()
+        assert not local(env, STUDIO, rootless).exists()
     else:
         # Without a recorded checksum the next attempt syncs the file as it now is.
-        env.wait_for(lambda: _all_synced(env, [repre_id]))
-        assert _local(env, STUDIO, rootless).read_bytes() == source.read_bytes()
+        env.wait_for(lambda: all_synced(env, [repre_id]))
+        assert local(env, STUDIO, rootless).read_bytes() == source.read_bytes()
     assert env.part_files() == []
 
 
@@ -248,19 +204,19 @@ def test_a_source_edited_during_the_copy_is_never_marked_available_with_other_by
 def test_a_source_deleted_during_the_copy_still_gives_the_whole_published_file(sync_env, checksum):
     """The open file keeps its bytes (POSIX): the copy is the published version, whole."""
     env = sync_env
-    _configure(env, retry_cnt=3, workers_per_site=1)
-    repre_id = _publish(env, LOCAL_ID, "deleted", [9 << 20], random.Random(8), checksum=checksum)
+    configure(env, retry_cnt=3, workers_per_site=1)
+    repre_id = publish(env, LOCAL_ID, "deleted", [9 << 20], random.Random(8), checksum=checksum)
     rootless = env.store.get_representation("demo", repre_id).files[0].path
-    source = _local(env, LOCAL_ID, rootless)
+    source = local(env, LOCAL_ID, rootless)
     original = source.read_bytes()
     factory, made = _hooked_env(env)
     engine = env.engine(provider_factory=factory)
     engine._provider("demo", LOCAL_ID)
     made[LOCAL_ID].hook = source.unlink
     engine.start()
-    env.wait_for(lambda: _all_synced(env, [repre_id]))
+    env.wait_for(lambda: all_synced(env, [repre_id]))
     assert made[LOCAL_ID].fired.is_set() and not source.exists()
-    assert _local(env, STUDIO, rootless).read_bytes() == original
+    assert local(env, STUDIO, rootless).read_bytes() == original
     assert not env.of_type(FileFailed)
 
 
@@ -268,18 +224,18 @@ def test_a_failed_file_is_retried_after_its_back_off_not_after_the_loop_delay(sy
     """With OpenPype's loop_delay of 60 s, an idle engine must still wake for a retry
     due in a fraction of a second."""
     env = sync_env
-    _configure(env, retry_cnt=5, backoff_base_s=0.2, backoff_max_s=0.4)
+    configure(env, retry_cnt=5, backoff_base_s=0.2, backoff_max_s=0.4)
     raw = json.loads(env.settings_path.read_text())
     raw["loop_delay"] = 60
     env.settings_path.write_text(json.dumps(raw))
     env.settings = load_settings(env.settings_path)
-    repre_id = _publish(env, LOCAL_ID, "flaky", [1000], random.Random(3))
+    repre_id = publish(env, LOCAL_ID, "flaky", [1000], random.Random(3))
     plan = FaultPlan(open_error=1.0)
     engine = env.engine(provider_factory=faulty_factory({STUDIO: plan}))
     engine.start()
     env.wait_for(lambda: len(env.of_type(FileFailed)) >= 2, timeout=10)
     plan.open_error = 0.0
-    env.wait_for(lambda: _all_synced(env, [repre_id]), timeout=10)
+    env.wait_for(lambda: all_synced(env, [repre_id]), timeout=10)
     failures = env.of_type(FileFailed)
     synced = env.of_type(FileSynced)[0]
     # Each retry came within a second of its due time.
