@@ -89,7 +89,7 @@ from app.model import (
 )
 from app.status import combine, file_pair_status, site_progress, site_status
 from app.store.base import Store
-from app.store.docs import parse_representation, representation_to_doc
+from app.store.docs import SITESYNC_KEYS, parse_representation, representation_to_doc
 
 __all__ = ["MongoStore"]
 
@@ -102,6 +102,9 @@ Doc = dict[str, Any]
 #: Path of "the target site entry of one file", resolved by array filters f and s.
 _ENTRY = "files.$[f].sites.$[s]."
 _LEASE_KEYS = ("sitesync_lease_owner", "sitesync_lease_until")
+#: Keys a reset always clears (besides any other key the entry has, except name/priority).
+_RESET_KEYS = ("created_dt", "id", "tries", "error", "last_failed_dt", "progress", "paused",
+               *SITESYNC_KEYS)
 _HEX24 = re.compile(r"^[0-9a-fA-F]{24}$")
 #: `files` element whose `sites` is an object, not a list (legacy form).
 _LEGACY_QUERY: Doc = {
@@ -1048,21 +1051,31 @@ class MongoStore(Store):
         entries: list[tuple[Any, Doc]], priority: int | None = None,
         only_unavailable: bool = False,
     ) -> None:
-        """Replace entries with `{name[, priority]}` (OpenPype's `_reset_site_for_file`),
-        one update per distinct priority so each entry keeps its own."""
-        groups: dict[tuple[str, Any], list[Any]] = {}
-        for raw_file_id, entry in entries:
-            keep = priority if priority is not None else entry.get("priority")
-            if not isinstance(keep, (int, float, str)) or isinstance(keep, bool):
-                keep = None
-            groups.setdefault((type(keep).__name__, keep), []).append(raw_file_id)
-        for (_, keep), file_ids in groups.items():
-            fresh: Doc = {"name": site} if keep is None else {"name": site, "priority": keep}
-            site_filter: Doc = {"s.name": site}
-            if only_unavailable:  # a file that became available meanwhile stays so
-                site_filter["s.created_dt"] = {"$exists": False}
-            coll.update_one({"_id": repre_key}, {"$set": {"files.$[f].sites.$[s]": fresh}},
-                            array_filters=[{"f._id": {"$in": file_ids}}, site_filter])
+        """Make entries fresh queued ones keeping `name` and `priority` (OpenPype's
+        `_reset_site_for_file`), with ``priority`` instead if given.
+
+        Every other key is unset in place rather than the entry replaced by one built
+        from the document as read: a replacement would put back the priority read here
+        over one a user set in between (a lost update)."""
+        if not entries:
+            return
+        keys = set(_RESET_KEYS)
+        for _, entry in entries:
+            keys.update(k for k in entry if isinstance(k, str) and "." not in k
+                        and not k.startswith("$") and k not in ("name", "priority"))
+            kept = entry.get("priority")
+            if priority is None and (isinstance(kept, bool) or not isinstance(
+                    kept, (int, float, str, type(None)))):
+                keys.add("priority")  # not a priority at all: a reset drops it
+        update: Doc = {"$unset": _entry_keys(sorted(keys))}
+        if priority is not None:
+            update["$set"] = {_ENTRY + "priority": priority}
+        site_filter: Doc = {"s.name": site}
+        if only_unavailable:  # a file that became available meanwhile stays so
+            site_filter["s.created_dt"] = {"$exists": False}
+        file_ids = [raw_file_id for raw_file_id, _ in entries]
+        coll.update_one({"_id": repre_key}, update,
+                        array_filters=[{"f._id": {"$in": file_ids}}, site_filter])
 
     @_guarded
     def reset_failed(self, project: str, site: str | None = None) -> int:
