@@ -105,9 +105,9 @@ def test_a_success_racing_a_pause_keeps_both(store_factory):
                   for i in _work(engine, repre_id)]
         assert all(claims)
         _together(
-            lambda claims=claims: [engine.record_success(c, f"id{round_no}", "sha256:ab", T0)
-                                   for c in claims],
-            lambda repre_id=repre_id: user.set_paused("demo", repre_id, "gdrive", True),
+            lambda engine=engine, claims=claims, n=round_no: [
+                engine.record_success(c, f"id{n}", "sha256:ab", T0) for c in claims],
+            lambda user=user, repre_id=repre_id: user.set_paused("demo", repre_id, "gdrive", True),
         )
         for f in user.get_representation("demo", repre_id).files:
             target = f.site("gdrive")
