@@ -29,6 +29,19 @@ def add_policy_parsers(sub: Any) -> None:
     p.add_argument("--transfers", help="transfers at once: 4, or 2:8 (upload:download)")
     p.add_argument("--clear", action="store_true", help="remove this site's limits")
 
+    p = sub.add_parser(
+        "validate", help="adopt copies already on a site and verify the rest",
+        description="Look for every file the database lists on SITE, hash what is there and "
+        "record matching copies as available without moving a byte; report files that "
+        "differ, changed after publishing or are missing, with what to do. Exit status 1 "
+        "when something is wrong.")
+    p.add_argument("--site", required=True, help="site to scan ('local' = this machine)")
+    p.add_argument("--project", help="only this project (default: every project)")
+    p.add_argument("--reference", help="site to hash copies on when no checksum is recorded "
+                   "(files published by OpenPype have none)")
+    p.add_argument("--dry-run", action="store_true", help="report only, record nothing")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
 
 def cmd_limit(ctx: Context) -> int:
     from app.cli import _print, _table
@@ -116,6 +129,45 @@ def _local_now() -> datetime:
     return datetime.now().astimezone()
 
 
+def cmd_validate(ctx: Context) -> int:
+    from app.cli import _now, _print
+    from app.events.bus import EventBus
+    from app.events.types import IntegrityAlert
+    from app.policy.adopt import KINDS, QUIET, validate_site
+
+    args = ctx.args
+    settings = ctx.settings
+    site = _site_name(settings, args.site)
+    reference = _site_name(settings, args.reference) if args.reference else None
+    bus = EventBus()  # IntegrityAlerts go on a bus, like the engine's, for any listener
+    alerts: list[IntegrityAlert] = []
+    bus.subscribe(alerts.append, IntegrityAlert)
+    report = validate_site(ctx.store, settings, site, ctx.projects(), now=_now(),
+                           reference=reference, dry_run=args.dry_run, publish=bus.publish)
+    if args.json:
+        import json
+
+        _print(json.dumps({
+            "site": site, "dry_run": report.dry_run, "checked": report.checked,
+            "counts": dict(report.counts), "integrity_alerts": len(alerts),
+            "findings": [f.__dict__ for f in report.findings],
+        }, indent=2))
+        return 1 if report.problems else 0
+    counts = ", ".join(f"{kind} {report.counts[kind]}" for kind in KINDS if report.counts[kind])
+    verb = "would adopt" if report.dry_run else "adopted"
+    _print(f"site {site}: {report.checked} file(s) checked; {counts or 'nothing found'}")
+    for finding in report.findings:
+        _print(f"  {finding.kind.upper():<10} {finding.project} {finding.path}: {finding.detail}")
+        if finding.action:
+            _print(f"             what to do: {finding.action}")
+    if len(report.findings) < sum(n for kind, n in report.counts.items() if kind not in QUIET):
+        _print(f"  (first {len(report.findings)} shown; use --json for the list)")
+    adopted = report.counts["adopted"]
+    _print(f"{verb} {adopted} file(s) without moving them; {report.problems} problem(s)")
+    return 1 if report.problems else 0
+
+
 POLICY_COMMANDS: dict[str, Callable[[Context], int]] = {
     "limit": cmd_limit,
+    "validate": cmd_validate,
 }

@@ -23,6 +23,7 @@ __all__ = [
     "FileRecord",
     "ProjectInfo",
     "Representation",
+    "RepresentationHead",
     "SideSummary",
     "SiteState",
     "Status",
@@ -181,6 +182,45 @@ class Representation:
             if f.id == file_id:
                 return f
         return None
+
+
+@dataclass(frozen=True)
+class RepresentationHead:
+    """A representation without its files: what subscriptions match and what paging
+    through a project starts from, cheap even for representations of 100,000 files.
+
+    ``key`` is the store's own insertion order as sortable text (SQLite: the row number;
+    MongoDB: the ObjectId); pass it back as ``after`` to read on.
+    """
+
+    id: str
+    project: str
+    key: str
+    context: dict = field(default_factory=dict)
+    name: str = ""
+    created_dt: datetime | None = None
+    files_count: int = 0
+
+    @property
+    def asset(self) -> str:
+        return str(self.context.get("asset", ""))
+
+    @property
+    def subset(self) -> str:
+        return str(self.context.get("subset", ""))
+
+    @property
+    def representation(self) -> str:
+        return str(self.context.get("representation", self.name))
+
+    @property
+    def families(self) -> tuple[str, ...]:
+        """``context.family`` plus any ``context.families`` (OpenPype writes either)."""
+        found = [self.context.get("family")]
+        extra = self.context.get("families")
+        if isinstance(extra, list | tuple):
+            found.extend(extra)
+        return tuple(dict.fromkeys(str(f) for f in found if isinstance(f, str) and f))
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,10 @@ from app.model import (
     Claim,
     Direction,
     FileDetail,
+    FileRecord,
     ProjectInfo,
     Representation,
+    RepresentationHead,
     SummaryPage,
     SummaryQuery,
     SummaryRow,
@@ -254,9 +256,54 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def file_details(
         self, project: str, repre_id: str, active_site: str, remote_site: str,
-        retry_cnt: int, now: datetime,
+        retry_cnt: int, now: datetime, offset: int = 0, limit: int | None = None,
     ) -> list[FileDetail]:
-        """Every file of the representation with both site entries and statuses."""
+        """The files of the representation with both site entries and statuses, in file
+        order; ``offset``/``limit`` page through a large one (100,000 frames) without
+        reading it whole."""
+
+    # -- large representations, subscriptions, adopting copies ----------------------------------
+
+    @abc.abstractmethod
+    def representation_heads(
+        self, project: str, after: str | None = None, limit: int = 500
+    ) -> list[RepresentationHead]:
+        """Representations without their files, in the store's insertion order (by
+        ``key``), those after the key ``after``; never loads a file list."""
+
+    def newest_key(self, project: str) -> str | None:
+        """The key of the most recently inserted representation (None: none yet)."""
+        newest = None
+        while page := self.representation_heads(project, newest, 1000):
+            newest = page[-1].key
+        return newest
+
+    def rewind_key(self, key: str, seconds: float) -> str:
+        """A key at least ``seconds`` older than ``key``, for stores whose keys are not
+        assigned in commit order (MongoDB's client-made ObjectIds): a reader that only
+        looked past ``key`` could miss a representation inserted late with an older id.
+        Stores whose keys are exact return ``key``."""
+        return key
+
+    @abc.abstractmethod
+    def file_page(
+        self, project: str, repre_id: str, offset: int = 0, limit: int = 1000
+    ) -> list[FileRecord]:
+        """Files ``offset`` .. ``offset + limit`` of a representation, in file order."""
+
+    @abc.abstractmethod
+    def get_file(self, project: str, repre_id: str, file_id: str) -> FileRecord:
+        """One file and its site entries (KeyError if unknown), without the others."""
+
+    @abc.abstractmethod
+    def adopt_file(
+        self, project: str, repre_id: str, file_id: str, site: str, provider_id: str,
+        checksum: str, now: datetime,
+    ) -> bool:
+        """Record that ``site`` already holds the file (``sitesync validate`` checked its
+        bytes): the entry becomes available with ``checksum``, keeping its priority;
+        a file without an entry for the site gets one. Nothing happens (False) when the
+        entry is already available or leased by a running transfer."""
 
     # -- change notification --------------------------------------------------------------------
 

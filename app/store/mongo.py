@@ -50,7 +50,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from collections.abc import Collection as AbcCollection
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import unquote
 
@@ -79,6 +79,7 @@ from app.model import (
     FileRecord,
     ProjectInfo,
     Representation,
+    RepresentationHead,
     SideSummary,
     SiteState,
     Status,
@@ -89,7 +90,13 @@ from app.model import (
 )
 from app.status import combine, file_pair_status, site_progress, site_status
 from app.store.base import Store
-from app.store.docs import SITESYNC_KEYS, parse_representation, representation_to_doc
+from app.store.docs import (
+    SITESYNC_KEYS,
+    parse_datetime,
+    parse_file,
+    parse_representation,
+    representation_to_doc,
+)
 
 __all__ = ["MongoStore"]
 
@@ -99,6 +106,8 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 Doc = dict[str, Any]
 
+#: ``$slice`` count meaning "every file" (the server needs a number).
+_ALL_FILES = 2**31 - 1
 #: Path of "the target site entry of one file", resolved by array filters f and s.
 _ENTRY = "files.$[f].sites.$[s]."
 _LEASE_KEYS = ("sitesync_lease_owner", "sitesync_lease_until")
@@ -1220,12 +1229,12 @@ class MongoStore(Store):
     @_guarded
     def file_details(
         self, project: str, repre_id: str, active_site: str, remote_site: str,
-        retry_cnt: int, now: datetime,
+        retry_cnt: int, now: datetime, offset: int = 0, limit: int | None = None,
     ) -> list[FileDetail]:
         now = _aware(now)
-        repre = parse_representation(self._find_raw(project, repre_id), project)
         details = []
-        for file in repre.files:
+        for file in self.file_page(project, repre_id, offset,
+                                   _ALL_FILES if limit is None else limit):
             a, r = file.site(active_site), file.site(remote_site)
             details.append(FileDetail(
                 file_id=file.id, path=file.path, size=file.size, active=a, remote=r,
@@ -1234,6 +1243,129 @@ class MongoStore(Store):
                 status=file_pair_status(file, active_site, remote_site, retry_cnt, now),
             ))
         return details
+
+    # -- large representations, subscriptions, adopting copies ----------------------------------
+
+    @_guarded
+    def representation_heads(
+        self, project: str, after: str | None = None, limit: int = 500
+    ) -> list[RepresentationHead]:
+        """Keys are the ``_id`` (ObjectIds sort by their creation second, text ids before
+        every ObjectId). ObjectIds are made by the publishing client, so a late insert
+        can carry an older key: readers that must see everything rewind (rewind_key)."""
+        coll = self._coll(project)
+        self._project_doc(coll, project)
+        match: Doc = {"type": "representation"}
+        if after is not None:
+            key = _as_id(after)
+            match["$or"] = [{"_id": {"$gt": key}}]
+            if not isinstance(key, ObjectId):
+                match["$or"].append({"_id": {"$type": "objectId"}})
+        pipeline: list[Doc] = [
+            {"$match": match}, {"$sort": {"_id": 1}}, {"$limit": max(1, limit)},
+            {"$project": {"name": 1, "context": 1, "sitesync_created_dt": 1, "files_count": {
+                "$cond": [{"$isArray": "$files"}, {"$size": "$files"}, 0]}}},
+        ]
+        heads = []
+        for doc in coll.aggregate(pipeline) if limit > 0 else ():
+            context = doc.get("context") if isinstance(doc.get("context"), Mapping) else {}
+            created = doc.get("sitesync_created_dt")
+            if created is None and isinstance(doc["_id"], ObjectId):
+                created = doc["_id"].generation_time
+            try:
+                created_dt = parse_datetime(created)
+            except ValueError:
+                created_dt = None
+            heads.append(RepresentationHead(
+                id=str(doc["_id"]), project=project, key=str(doc["_id"]), context=dict(context),
+                name=str(doc.get("name") or context.get("representation") or ""),
+                created_dt=created_dt, files_count=int(doc.get("files_count") or 0)))
+        return heads
+
+    @_guarded
+    def newest_key(self, project: str) -> str | None:
+        coll = self._coll(project)
+        self._project_doc(coll, project)
+        doc = coll.find_one({"type": "representation"}, {"_id": 1}, sort=[("_id", -1)])
+        return None if doc is None else str(doc["_id"])
+
+    def rewind_key(self, key: str, seconds: float) -> str:
+        if not _HEX24.match(key):
+            return key
+        when = ObjectId(key).generation_time - timedelta(seconds=seconds)
+        return str(ObjectId.from_datetime(when))
+
+    @_guarded
+    def file_page(
+        self, project: str, repre_id: str, offset: int = 0, limit: int = 1000
+    ) -> list[FileRecord]:
+        """Only the page is sent by the server (``$slice``), so a 16 MB document is never
+        decoded whole."""
+        count = _ALL_FILES if limit is None or limit < 0 else limit
+        if count == 0:
+            return []
+        doc = self._coll(project).find_one(
+            {"_id": _id_match(repre_id), "type": "representation"},
+            {"files": {"$slice": [max(0, offset), count]}})
+        if doc is None:
+            raise KeyError(f"representation {repre_id} not found in project {project!r}")
+        return self._parse_files(project, doc, offset)
+
+    @_guarded
+    def get_file(self, project: str, repre_id: str, file_id: str) -> FileRecord:
+        doc = self._coll(project).find_one(
+            {"_id": _id_match(repre_id), "type": "representation"},
+            {"files": {"$elemMatch": {"_id": _id_match(file_id)}}})
+        if doc is None:
+            raise KeyError(f"representation {repre_id} not found in project {project!r}")
+        files = self._parse_files(project, doc, 0)
+        if not files:
+            raise KeyError(f"file {file_id} not found in representation {repre_id}")
+        return files[0]
+
+    def _parse_files(self, project: str, doc: Doc, offset: int) -> list[FileRecord]:
+        raw = doc.get("files")
+        if not isinstance(raw, list):
+            return []
+        try:
+            return [parse_file(f, offset + i) for i, f in enumerate(raw)]
+        except ValueError as exc:
+            raise DocumentError(
+                f"representation {doc.get('_id')} in project {project!r} is malformed: {exc}. "
+                "SiteSync leaves it untouched; fix the document or republish it") from None
+
+    @_guarded
+    def adopt_file(
+        self, project: str, repre_id: str, file_id: str, site: str, provider_id: str,
+        checksum: str, now: datetime,
+    ) -> bool:
+        """Two conditional updates, each atomic on the document: push a new available
+        entry if the file has none for ``site``, else make the waiting, unleased entry
+        available (`created_dt`, `id`, checksum; failure and lease fields cleared)."""
+        now = _aware(now)
+        coll = self._coll(project)
+        self._convert_legacy_docs(project, coll)
+        repre_key, file_key = _id_match(repre_id), _id_match(file_id)
+        if coll.find_one({"_id": repre_key, "files._id": file_key}, {"_id": 1}) is None:
+            raise KeyError(f"file {file_id} not found in representation {repre_id} of {project!r}")
+        entry = {"name": site, "created_dt": now, "id": provider_id, "sitesync_checksum": checksum}
+        added = coll.update_one(
+            {"_id": repre_key, "files": {"$elemMatch": {"_id": file_key, "sites.name": {"$ne": site}}}},
+            {"$push": {"files.$[f].sites": entry}}, array_filters=[{"f._id": file_key}])
+        if added.matched_count:
+            return True
+        waiting = {"name": site, "created_dt": {"$in": [None, ""]},
+                   "sitesync_lease_until": {"$not": {"$gt": now}}}
+        cleared = ["tries", "error", "last_failed_dt", "progress", *_LEASE_KEYS,
+                   "sitesync_next_attempt_dt", "sitesync_permanent"]
+        made = coll.update_one(
+            {"_id": repre_key, "files": {"$elemMatch": {"_id": file_key,
+                                                        "sites": {"$elemMatch": waiting}}}},
+            {"$set": {_ENTRY + "created_dt": now, _ENTRY + "id": provider_id,
+                      _ENTRY + "sitesync_checksum": checksum},
+             "$unset": _entry_keys(cleared)},
+            array_filters=_entry_filters(file_key, site))
+        return bool(made.matched_count)
 
     # -- change notification -------------------------------------------------------------------
 

@@ -54,6 +54,7 @@ from app.model import (
     FileRecord,
     ProjectInfo,
     Representation,
+    RepresentationHead,
     SideSummary,
     SiteState,
     Status,
@@ -1244,11 +1245,112 @@ class SqliteStore(Store):
     @_guarded
     def file_details(
         self, project: str, repre_id: str, active_site: str, remote_site: str,
-        retry_cnt: int, now: datetime,
+        retry_cnt: int, now: datetime, offset: int = 0, limit: int | None = None,
     ) -> list[FileDetail]:
+        files = self.file_page(project, repre_id, offset, -1 if limit is None else limit)
+        return [_file_detail(f, active_site, remote_site, retry_cnt, now) for f in files]
+
+    # -- large representations, subscriptions, adopting copies --------------------------------------
+
+    @_guarded
+    def representation_heads(
+        self, project: str, after: str | None = None, limit: int = 500
+    ) -> list[RepresentationHead]:
+        """Keys are the row numbers (``seq``), zero-padded: assigned under the write lock,
+        so in commit order, and a reader that has seen key K has seen every earlier one."""
+        conn = self._conn()
+        self._require_project(conn, project)
+        rows = conn.execute(
+            """
+            SELECT r.seq, r.id, r.name, r.context_json, r.created_at,
+                   (SELECT COUNT(*) FROM files WHERE repre_seq = r.seq) AS files_count
+            FROM representations AS r
+            WHERE r.project = ? AND r.seq > ? ORDER BY r.seq LIMIT ?
+            """,
+            (project, int(after) if after else 0, max(0, limit)),
+        ).fetchall()
+        return [
+            RepresentationHead(id=r["id"], project=project, key=f"{r['seq']:012d}",
+                               context=_load_json(r["context_json"]), name=r["name"],
+                               created_dt=_dt(r["created_at"]), files_count=r["files_count"])
+            for r in rows
+        ]
+
+    @_guarded
+    def newest_key(self, project: str) -> str | None:
+        conn = self._conn()
+        self._require_project(conn, project)
+        seq = conn.execute("SELECT MAX(seq) FROM representations WHERE project = ?",
+                           (project,)).fetchone()[0]
+        return None if seq is None else f"{seq:012d}"
+
+    @_guarded
+    def file_page(
+        self, project: str, repre_id: str, offset: int = 0, limit: int = 1000
+    ) -> list[FileRecord]:
+        """One page of files and their entries (``limit`` -1: all from ``offset``)."""
         with self._read() as conn:
-            repre = self._load(conn, project, repre_id).repre
-        return [_file_detail(f, active_site, remote_site, retry_cnt, now) for f in repre.files]
+            repre_seq = self._repre_seq(conn, project, repre_id)
+            files = conn.execute(
+                "SELECT * FROM files WHERE repre_seq = ? ORDER BY position LIMIT ? OFFSET ?",
+                (repre_seq, limit, max(0, offset)),
+            ).fetchall()
+            if not files:
+                return []
+            entries: dict[int, list[sqlite3.Row]] = {}
+            for entry in conn.execute(
+                """
+                SELECT fs.* FROM file_sites AS fs JOIN files AS f ON f.seq = fs.file_seq
+                WHERE f.repre_seq = ? AND f.position BETWEEN ? AND ?
+                ORDER BY fs.file_seq, fs.rowid
+                """,
+                (repre_seq, files[0]["position"], files[-1]["position"]),
+            ):
+                entries.setdefault(entry["file_seq"], []).append(entry)
+        return [_file_record(f, entries.get(f["seq"], ())) for f in files]
+
+    @_guarded
+    def get_file(self, project: str, repre_id: str, file_id: str) -> FileRecord:
+        with self._read() as conn:
+            repre_seq = self._repre_seq(conn, project, repre_id)
+            row = conn.execute("SELECT * FROM files WHERE repre_seq = ? AND id = ?",
+                               (repre_seq, file_id)).fetchone()
+            if row is None:
+                raise KeyError(f"file {file_id} not found in representation {repre_id}")
+            entries = conn.execute(
+                "SELECT * FROM file_sites WHERE file_seq = ? ORDER BY rowid", (row["seq"],)
+            ).fetchall()
+        return _file_record(row, entries)
+
+    @_guarded
+    def adopt_file(
+        self, project: str, repre_id: str, file_id: str, site: str, provider_id: str,
+        checksum: str, now: datetime,
+    ) -> bool:
+        """One upsert: a new available entry, or the waiting entry made available unless
+        it is already available or leased by a live claim."""
+        with self._write() as conn:
+            repre_seq = self._repre_seq(conn, project, repre_id)
+            row = conn.execute("SELECT seq FROM files WHERE repre_seq = ? AND id = ?",
+                               (repre_seq, file_id)).fetchone()
+            if row is None:
+                raise KeyError(f"file {file_id} not found in representation {repre_id}")
+            cursor = conn.execute(
+                """
+                INSERT INTO file_sites (file_seq, site, created_dt, provider_id, checksum)
+                VALUES (:file_seq, :site, :now, :provider_id, :checksum)
+                ON CONFLICT (file_seq, site) DO UPDATE SET
+                    created_dt = excluded.created_dt, provider_id = excluded.provider_id,
+                    checksum = excluded.checksum, tries = 0, error = NULL,
+                    last_failed_dt = NULL, progress = NULL, next_attempt_dt = NULL,
+                    permanent = 0, lease_owner = NULL, lease_until = NULL
+                WHERE file_sites.created_dt IS NULL
+                  AND (file_sites.lease_until IS NULL OR file_sites.lease_until <= :now)
+                """,
+                {"file_seq": row["seq"], "site": site, "now": _ts(now),
+                 "provider_id": provider_id, "checksum": checksum},
+            )
+            return cursor.rowcount == 1
 
     # -- change notification ----------------------------------------------------------------------
 
@@ -1287,6 +1389,11 @@ class SqliteStore(Store):
 
 
 # -- row -> model --------------------------------------------------------------------------------
+
+
+def _file_record(row: sqlite3.Row, entries: Sequence[sqlite3.Row]) -> FileRecord:
+    return FileRecord(id=row["id"], path=row["path"], size=row["size"], hash=row["hash"],
+                      sites=tuple(_site_from_row(s) for s in entries))
 
 
 def _assemble(
