@@ -55,6 +55,12 @@ class Features:
     server_hashes: frozenset[str] = frozenset()
     #: The provider is a local filesystem path (open in file manager, remove local copy).
     local: bool = False
+    #: How ``Writer.commit`` checks the stored content before the rename:
+    #: "running_hash" (a hash of the bytes written, plus the size after a durable flush),
+    #: "reread" (the stored bytes are read back and hashed), "server_hash" (the storage
+    #: hashes them itself, e.g. ``sha256sum`` run over SSH), or "server_hash_or_reread"
+    #: (decided on first use, by whether the server can).
+    verification: str = "running_hash"
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,11 @@ class Reader(abc.ABC):
         is one, still catches a mix."""
         return None
 
+    def interrupt(self) -> None:  # noqa: B027 - optional hook
+        """Called from another thread when the transfer is cancelled (a pause): a blocked
+        ``read`` should return soon by raising CancelledTransfer. Providers whose reads
+        always return within a chunk need not do anything."""
+
     def __enter__(self) -> Reader:
         return self
 
@@ -119,8 +130,23 @@ class Writer(abc.ABC):
 
     @abc.abstractmethod
     def abort(self, keep_partial: bool) -> None:
-        """Stop writing. ``keep_partial`` keeps the temporary data for a resume (a pause
-        or shutdown); otherwise it is removed (a failure or a mismatch)."""
+        """Stop writing. ``keep_partial`` keeps the temporary data for a resume (a pause,
+        a shutdown or a dropped connection); otherwise it is removed (a failure or a
+        mismatch)."""
+
+    def interrupt(self) -> None:  # noqa: B027 - optional hook
+        """Called from another thread when the transfer is cancelled: a blocked ``write``
+        should return soon by raising CancelledTransfer (see :meth:`Reader.interrupt`)."""
+
+    def stored_prefix_hash(self, algorithm: str) -> Any | None:
+        """A hashlib object already fed with the ``offset`` bytes kept from an earlier
+        attempt, if the writer can produce it cheaply (a local file); None otherwise.
+
+        With it the engine resumes a download without fetching the prefix again: it
+        reads the source from ``offset`` and checks the whole file's hash against the
+        checksum recorded for the source.
+        """
+        return None
 
     def __enter__(self) -> Writer:
         return self

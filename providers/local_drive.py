@@ -12,6 +12,7 @@ place, so a file under its final name is always whole and verified.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import os
@@ -487,6 +488,21 @@ class _LocalWriter(Writer):
             hashes={CHECKSUM_ALGORITHM: got[CHECKSUM_ALGORITHM]},
         )
 
+    def stored_prefix_hash(self, algorithm: str) -> Any | None:
+        """The kept prefix's hash (call before the first ``write``): a copy of the running
+        hash, or read from the part file when verifying by re-read."""
+        if algorithm != CHECKSUM_ALGORITHM or self._fd is None:
+            return None
+        if self._hasher is not None:
+            return self._hasher.copy()
+        hasher = hashlib.new(algorithm)
+        try:
+            _feed(self._fd, [hasher], self.offset)
+            os.lseek(self._fd, self.offset, os.SEEK_SET)
+        except OSError:
+            return None
+        return hasher
+
     def abort(self, keep_partial: bool) -> None:
         if self._fd is None:
             return
@@ -535,6 +551,8 @@ class LocalDriveProvider(Provider):
                 fix="set it to true or false",
             )
         self._verify_reread = verify
+        if verify:
+            self.features = dataclasses.replace(self.features, verification="reread")
 
     def __repr__(self) -> str:
         return f"LocalDriveProvider(site={self.site!r}, roots={sorted(self._roots)})"

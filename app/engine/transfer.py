@@ -6,7 +6,8 @@ never marked available":
 1. open the target writer: it writes under a temporary name beside the final path and
    tells how many bytes an interrupted earlier attempt already stored (``offset``);
 2. stream the source from byte 0, hashing everything, and write from ``offset`` on (the
-   prefix is only hashed, so the resumed file's hash is still the whole file's);
+   prefix is only hashed, so the resumed file's hash is still the whole file's; see the
+   end of this docstring for remote sources);
 3. refuse a source whose size differs from the published size, or whose hash differs from
    a checksum recorded when it last arrived somewhere (it changed or rotted), and retry
    one the source provider saw modified while it was being read (a mix of versions);
@@ -14,13 +15,22 @@ never marked available":
    stored, and only then renames into place.
 
 Only after this function returns does the engine record `created_dt`. Cancellation (pause,
-shutdown, a lost lease) keeps the partial data for a resume and counts no try.
+shutdown, a lost lease) keeps the partial data for a resume and counts no try; so does a
+transient error while streaming (a dropped connection): the next attempt resumes, and
+``commit`` verifies the whole file whatever happened to the kept part.
+
+Resuming a download from a remote source (SFTP, Drive) does not fetch the kept prefix
+again when the target can hash it locally (:meth:`Writer.stored_prefix_hash`) and the
+source's checksum is recorded: the source is read from ``offset`` and the whole file's
+hash must equal that checksum, else the part is discarded and the next attempt starts
+over.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import queue
 import threading
 import time
@@ -30,9 +40,11 @@ from typing import Any
 
 from app.errors import CancelledTransfer, IntegrityError, TransientError
 from app.model import WorkItem
-from providers.base import CHECKSUM_ALGORITHM, Provider, Reader
+from providers.base import CHECKSUM_ALGORITHM, Provider, Reader, Writer
 
 __all__ = ["CHUNK_BYTES", "CancelToken", "TransferResult", "transfer_file"]
+
+_log = logging.getLogger(__name__)
 
 #: Read size. Large enough that per-call overhead vanishes on fast disks, small enough that
 #: pause reacts within a fraction of a second on slow links.
@@ -47,11 +59,35 @@ class CancelToken:
 
     def __init__(self) -> None:
         self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[], None]] = []
         self.reason = ""
 
     def cancel(self, reason: str) -> None:
         self.reason = reason
         self._event.set()
+        with self._lock:
+            callbacks = list(self._callbacks)
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # a provider's interrupt must not stop the others
+                _log.exception("cancel callback failed")
+
+    def on_cancel(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` (on the cancelling thread) when cancelled, at once if it already
+        is; returns a function that unregisters it. Providers use it to cut a blocked
+        network call short (``Reader.interrupt``/``Writer.interrupt``)."""
+        with self._lock:
+            self._callbacks.append(callback)
+        if self._event.is_set():
+            callback()
+
+        def unregister() -> None:
+            with self._lock, contextlib.suppress(ValueError):
+                self._callbacks.remove(callback)
+
+        return unregister
 
     @property
     def cancelled(self) -> bool:
@@ -102,17 +138,29 @@ def transfer_file(
     write_path = target_path or item.path
     writer = target.open_writer(write_path, item.size, resume=True)
     keep_partial = False
+    # A transient error before commit is an interruption: keep what the target stored.
+    keep_on_transient = True
+    unregister = _on_cancel(token, writer)
     try:
         offset = writer.offset
         if offset > item.size:  # a stale part from a different file: start over
             writer.abort(keep_partial=False)
+            unregister()
             writer = target.open_writer(write_path, item.size, resume=False)
+            unregister = _on_cancel(token, writer)
             offset = 0
+        start = 0
+        if offset and _can_skip_prefix(item, source):
+            stored_prefix_hash = getattr(writer, "stored_prefix_hash", None)
+            prefix = stored_prefix_hash(CHECKSUM_ALGORITHM) if stored_prefix_hash else None
+            if prefix is not None:
+                hasher, start = prefix, offset
         if on_start is not None:
             on_start(offset)
-        done = 0
+        done = start
         produce = _pipelined if item.size >= PIPELINE_MIN_BYTES else _sequential
-        with source.open_reader(item.path, 0) as reader, \
+        with source.open_reader(item.path, start) as reader, \
+                _interruptible(token, reader), \
                 contextlib.closing(produce(reader, hasher, token)) as chunks:
             # closing(): the read thread is joined before the reader is closed.
             for chunk in chunks:
@@ -131,6 +179,7 @@ def transfer_file(
             # getattr: a duck-typed reader (a test double, a plug-in) cannot tell.
             changed = getattr(reader, "changed", None)
             if not token.cancelled and changed is not None and (change := changed()) is not None:
+                keep_on_transient = False
                 raise TransientError(
                     f"source file {item.path} on site {item.source_site} changed while it was "
                     f"being copied ({change}); the copy was discarded and will be retried"
@@ -143,6 +192,13 @@ def transfer_file(
                            f"{done} bytes")
         digest = hasher.hexdigest()
         checksum = f"{CHECKSUM_ALGORITHM}:{digest}"
+        if start and item.source_checksum != checksum:
+            keep_on_transient = False
+            raise TransientError(
+                f"resumed copy of {item.path} from site {item.source_site} does not match the "
+                "source's recorded checksum; the kept part was discarded and the next attempt "
+                "starts over"
+            )
         if item.source_checksum and item.source_checksum != checksum:
             raise IntegrityError(
                 f"source file {item.path} on site {item.source_site} no longer matches the "
@@ -152,13 +208,20 @@ def transfer_file(
                 found=checksum,
             )
         token.raise_if_cancelled()
+        keep_on_transient = False
         stored = writer.commit(item.size, {CHECKSUM_ALGORITHM: digest})
     except CancelledTransfer:
-        writer.abort(keep_partial=keep_partial)
+        # A provider interrupted by the token raises from inside write()/read().
+        writer.abort(keep_partial=keep_partial or token.cancelled)
+        raise
+    except TransientError:
+        writer.abort(keep_partial=keep_on_transient)
         raise
     except BaseException:
         writer.abort(keep_partial=False)
         raise
+    finally:
+        unregister()
     return TransferResult(
         provider_id=stored.id,
         checksum=checksum,
@@ -166,6 +229,30 @@ def transfer_file(
         resumed_from=offset,
         seconds=time.monotonic() - started,
     )
+
+
+def _can_skip_prefix(item: WorkItem, source: Provider) -> bool:
+    """Whether a resume may start reading the source at the target's offset: only for a
+    remote source (re-reading a local prefix is cheap and gives the precise "source
+    changed" error) that can seek, with a recorded checksum to check the result against."""
+    features = source.features
+    return (features.ranged_read and not features.local and bool(item.source_checksum)
+            and str(item.source_checksum).startswith(f"{CHECKSUM_ALGORITHM}:"))
+
+
+def _on_cancel(token: CancelToken, stream: Reader | Writer) -> Callable[[], None]:
+    # getattr: a duck-typed stream (a test double, a plug-in) may have no interrupt hook.
+    interrupt = getattr(stream, "interrupt", None)
+    return token.on_cancel(interrupt) if interrupt is not None else lambda: None
+
+
+@contextlib.contextmanager
+def _interruptible(token: CancelToken, stream: Reader | Writer) -> Iterator[None]:
+    unregister = _on_cancel(token, stream)
+    try:
+        yield
+    finally:
+        unregister()
 
 
 def _sequential(reader: Reader, hasher: Any, token: CancelToken) -> Iterator[bytes]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import threading
@@ -92,6 +93,13 @@ def test_reader_error_in_the_pipeline_reaches_the_caller(sites):
     with pytest.raises(TransientError, match="connection dropped"):
         transfer_file(_item(data), src, dst, CancelToken())
     assert not (roots["dst"] / "f.bin").exists()
+    # An interruption keeps what was stored; the retry resumes and commit verifies it all.
+    parts = list(roots["dst"].glob("*.sitesync-part"))
+    assert len(parts) == 1 and parts[0].stat().st_size > 0
+    src.open_reader = original
+    result = transfer_file(_item(data), src, dst, CancelToken())
+    assert result.resumed_from > 0
+    assert (roots["dst"] / "f.bin").read_bytes() == data
     assert list(roots["dst"].glob("*.sitesync-part")) == []
 
 
@@ -103,3 +111,96 @@ def test_source_larger_than_published_is_refused(sites, size):
     with pytest.raises(PermanentError, match="changed after it was published"):
         transfer_file(_item(data), src, dst, CancelToken())
     assert not (roots["dst"] / "f.bin").exists()
+    assert list(roots["dst"].glob("*.sitesync-part")) == []
+
+
+class _RemoteLike(LocalDriveProvider):
+    """A real local_drive that declares itself non-local, as SFTP and Drive sources are,
+    and records where each read starts."""
+
+    def __init__(self, site, config):
+        super().__init__(site, config)
+        self.features = dataclasses.replace(self.features, local=False)
+        self.read_offsets: list[int] = []
+
+    def open_reader(self, rootless_path, offset=0):
+        self.read_offsets.append(offset)
+        return super().open_reader(rootless_path, offset)
+
+
+def _checked(item: WorkItem, data: bytes) -> WorkItem:
+    return dataclasses.replace(item, source_checksum="sha256:" + hashlib.sha256(data).hexdigest())
+
+
+def _half_copied(roots, src, dst, data):
+    token = CancelToken()
+
+    def cancel_midway(done, total):
+        if done >= total // 2:
+            token.cancel("paused")
+
+    with pytest.raises(CancelledTransfer):
+        transfer_file(_checked(_item(data), data), src, dst, token, on_progress=cancel_midway)
+    (part,) = roots["dst"].glob("*.sitesync-part")
+    return part
+
+
+@pytest.mark.parametrize("verify_reread", [False, True], ids=["running-hash", "reread"])
+def test_resumed_download_reads_the_source_only_from_the_offset(tmp_path, verify_reread):
+    roots = {name: tmp_path / name for name in ("src", "dst")}
+    for root in roots.values():
+        root.mkdir()
+    src = _RemoteLike("src", {"root": {"work": str(roots["src"])}})
+    dst = LocalDriveProvider("dst", {"root": {"work": str(roots["dst"])},
+                                     "verify_reread": verify_reread})
+    data = os.urandom(SMALL * 50)
+    (roots["src"] / "f.bin").write_bytes(data)
+    kept = _half_copied(roots, src, dst, data).stat().st_size
+    result = transfer_file(_checked(_item(data), data), src, dst, CancelToken())
+    assert src.read_offsets == [0, kept] and result.resumed_from == kept
+    assert result.checksum == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert (roots["dst"] / "f.bin").read_bytes() == data
+
+
+def test_resumed_download_with_a_bad_kept_part_starts_over(tmp_path):
+    roots = {name: tmp_path / name for name in ("src", "dst")}
+    for root in roots.values():
+        root.mkdir()
+    src = _RemoteLike("src", {"root": {"work": str(roots["src"])}})
+    dst = LocalDriveProvider("dst", {"root": {"work": str(roots["dst"])}})
+    data = os.urandom(SMALL * 50)
+    (roots["src"] / "f.bin").write_bytes(data)
+    part = _half_copied(roots, src, dst, data)
+    with open(part, "r+b") as handle:  # the kept prefix rotted on the local disk
+        handle.write(b"\0" * 100)
+    with pytest.raises(TransientError, match="does not match the source's recorded checksum"):
+        transfer_file(_checked(_item(data), data), src, dst, CancelToken())
+    assert not part.exists() and not (roots["dst"] / "f.bin").exists()
+    result = transfer_file(_checked(_item(data), data), src, dst, CancelToken())
+    assert result.resumed_from == 0
+    assert (roots["dst"] / "f.bin").read_bytes() == data
+
+
+def test_a_local_source_is_read_from_the_start_on_resume(sites):
+    roots, src, dst = sites
+    data = os.urandom(SMALL * 50)
+    (roots["src"] / "f.bin").write_bytes(data)
+    offsets = []
+    original = src.open_reader
+    src.open_reader = lambda path, offset=0: offsets.append(offset) or original(path, offset)
+    _half_copied(roots, src, dst, data)
+    result = transfer_file(_checked(_item(data), data), src, dst, CancelToken())
+    assert offsets == [0, 0] and result.resumed_from > 0
+    assert (roots["dst"] / "f.bin").read_bytes() == data
+
+
+def test_cancel_callbacks_run_once_and_can_be_removed():
+    token = CancelToken()
+    calls = []
+    remove = token.on_cancel(lambda: calls.append("a"))
+    token.on_cancel(lambda: calls.append("b"))
+    remove()
+    token.cancel("paused")
+    assert calls == ["b"]
+    token.on_cancel(lambda: calls.append("late"))  # already cancelled: called at once
+    assert calls == ["b", "late"]
