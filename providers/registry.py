@@ -21,6 +21,7 @@ __all__ = ["PROVIDERS", "create_provider", "provider_class", "provider_kinds"]
 #: line here and its parameter to tests/contract/test_provider_contract.py.
 PROVIDERS: Mapping[str, str] = {
     "local_drive": "providers.local_drive:LocalDriveProvider",
+    "sftp": "providers.sftp:SftpProvider",
 }
 
 

@@ -69,3 +69,16 @@ def store_factory(
 @pytest.fixture
 def store(store_factory: Callable[[], Store]) -> Store:
     return store_factory()
+
+
+@pytest.fixture(scope="session")
+def sshd() -> Iterator[object]:
+    """A real OpenSSH sshd on 127.0.0.1 (tests/sftp_server.py), shared by the session."""
+    from tests.sftp_server import SshServer
+
+    server = SshServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()

@@ -179,6 +179,17 @@ PROVIDER_OPTIONS: Mapping[str, tuple[Option, ...]] = {
         Option("known_hosts", Kind.PLATFORM_TEXT, "", "known_hosts file to trust."),
         Option("insecure_skip_host_key_check", Kind.BOOL, False,
                "Trust any server key (testing only)."),
+        Option("sftp_verify", Kind.TEXT, "auto", "How uploads are checked before the rename: "
+               "auto (sha256sum on the server if it allows commands, else read back), "
+               "hash or reread."),
+        Option("sftp_connect_timeout_s", Kind.NUMBER, 15, "Seconds to connect and log in.",
+               minimum=1, maximum=600),
+        Option("sftp_stall_timeout_s", Kind.NUMBER, 60, "Seconds without progress before a "
+               "transfer is given up and retried.", minimum=1, maximum=3600),
+        Option("sftp_max_connections", Kind.WHOLE, 4, "SSH connections to the server.",
+               minimum=1, maximum=64),
+        Option("sftp_max_sessions", Kind.WHOLE, 10, "Channels per connection (the server's "
+               "MaxSessions, 10 by default in OpenSSH).", minimum=1, maximum=1000),
     ),
 }
 

@@ -79,10 +79,42 @@ def _local_drive(request: pytest.FixtureRequest) -> Iterator[Harness]:
         provider.close()
 
 
-#: Provider id -> harness factory. sftp (OpenSSH on 127.0.0.1) and gdrive (Drive v3
-#: emulator) join here when their providers land.
+@contextlib.contextmanager
+def _sftp(request: pytest.FixtureRequest) -> Iterator[Harness]:
+    """A real OpenSSH sshd on 127.0.0.1 (tests/sftp_server.py), known_hosts checked."""
+    server = request.getfixturevalue("sshd")
+    name = uuid.uuid4().hex[:8]
+    root = server.folder(f"contract-{name}/root")
+    outside = server.folder(f"contract-{name}/outside")
+    provider = create_provider("sftp", SITE, server.site_config(root, sftp_stall_timeout_s=10))
+
+    def symlink(rootless_link: str, target: str) -> None:
+        link = Path(provider.resolve(rootless_link))
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(target)
+        server.chown(root)
+
+    def list_outside() -> list[str]:
+        return sorted(str(p.relative_to(outside)) for p in outside.rglob("*"))
+
+    try:
+        yield Harness(
+            id="sftp",
+            provider=provider,
+            base="{root[work]}/contract-" + name,
+            symlink=symlink,
+            outside=str(outside),
+            list_outside=list_outside,
+        )
+    finally:
+        provider.close()
+
+
+#: Provider id -> harness factory. gdrive (Drive v3 emulator) joins here when its
+#: provider lands.
 HARNESSES: dict[str, Callable[[pytest.FixtureRequest], contextlib.AbstractContextManager]] = {
     "local_drive": _local_drive,
+    "sftp": _sftp,
 }
 
 #: (provider id, test name) -> why that provider does not pass that step yet. Runs as a

@@ -1,0 +1,642 @@
+"""sftp: a site on an SSH server (a studio's storage exposed to remote artists).
+
+Compared with OpenPype's SFTP handler (pysftp: a new connection per file, completion
+detected by polling the remote size, host-key checking switched off, every interrupted
+transfer restarted from zero), this provider:
+
+* checks the server's host key against a known_hosts file by default (an unknown or a
+  changed key is an error that says how to fix it; opting out is an explicit setting);
+* keeps a pool of connections per site and an SFTP channel per file being moved, within
+  the server's ``MaxSessions`` (:mod:`providers.sftp.pool`);
+* uploads to ``.<name>.sitesync-part`` beside the target, verifies size and content on
+  the server (``sha256sum`` over SSH, or a re-read: :mod:`providers.sftp.verify`), then
+  renames atomically with ``posix-rename@openssh.com``;
+* resumes: a dropped connection reconnects and continues from the confirmed offset
+  inside the same transfer (:mod:`providers.sftp.streams`), and a transfer the engine
+  retries later continues from the part file's size;
+* times out connects and stalled transfers, and classifies errors like the other
+  providers (:mod:`providers.sftp.errors`).
+
+The provider interface is synchronous and shared by the engine's worker threads; the
+SFTP work runs on one asyncio loop thread per site (:mod:`providers.sftp.loop`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import hashlib
+import logging
+import posixpath
+import stat as stat_mod
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any, TypeVar
+
+import asyncssh
+
+from app.errors import (
+    CancelledTransfer,
+    ConfigError,
+    PathEscapeError,
+    PermanentError,
+    SiteSyncError,
+    TransientError,
+)
+from providers.base import Features, Provider, Reader, RemoteFile, Writer
+from providers.local_drive import PART_SUFFIX, part_path
+from providers.paths import is_inside, parse_roots, safe_join, select_root, split_rootless
+from providers.sftp.errors import classify, is_connection_error
+from providers.sftp.loop import LoopClosedError, LoopThread
+from providers.sftp.options import SftpOptions, parse_options
+from providers.sftp.pool import Channel, SessionPool
+from providers.sftp.streams import RECOVERIES, Download, Upload
+from providers.sftp.verify import Verifier
+
+__all__ = ["SftpProvider"]
+
+_log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_MISSING = (asyncssh.SFTPNoSuchFile, asyncssh.SFTPNoSuchPath)
+#: Folders known to exist inside their root are not checked again for this long: a
+#: thousand files in one folder then cost no extra round trips each.
+_DIR_CACHE_S = 60.0
+_DIR_CACHE_MAX = 10_000
+
+
+def _load_key(site: str, options: SftpOptions) -> Any | None:
+    """Read (and decrypt) the private key now, so a wrong passphrase is a settings error
+    the engine and `sitesync doctor` show before any file is tried."""
+    if not options.key_path:
+        return None
+    try:
+        return asyncssh.read_private_key(options.key_path, options.key_passphrase or None)
+    except asyncssh.KeyEncryptionError:
+        raise ConfigError(f"site '{site}': wrong passphrase for the SSH key {options.key_path}",
+                          key=f"sites.{site}.sftp_key_pass",
+                          fix="set the key's passphrase") from None
+    except asyncssh.KeyImportError as exc:
+        if "passphrase" in str(exc).lower():
+            raise ConfigError(f"site '{site}': the SSH key {options.key_path} is encrypted",
+                              key=f"sites.{site}.sftp_key_pass",
+                              fix="set its passphrase in sftp_key_pass") from None
+        raise ConfigError(f"site '{site}': {options.key_path} is not a usable private key ({exc})",
+                          key=f"sites.{site}.sftp_key",
+                          fix="point it at an OpenSSH or PEM private key file") from None
+    except OSError as exc:
+        raise ConfigError(f"site '{site}': cannot read the SSH key {options.key_path} "
+                          f"({exc.strerror or exc})", key=f"sites.{site}.sftp_key",
+                          fix="make the file readable by the user running SiteSync") from None
+
+
+class _Interruptible:
+    """A stream whose blocked call another thread can cut short (a pause)."""
+
+    def __init__(self, provider: SftpProvider) -> None:
+        self._provider = provider
+        self._future: concurrent.futures.Future | None = None
+        self._interrupted = False
+
+    def interrupt(self) -> None:
+        self._interrupted = True
+        future = self._future
+        if future is not None:
+            future.cancel()
+
+    def _stream_call(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._interrupted:
+            coro.close()
+            raise CancelledTransfer("transfer interrupted")
+        future = self._provider._submit(coro)
+        self._future = future
+        if self._interrupted:
+            future.cancel()
+        try:
+            return future.result(self._provider._stream_timeout)
+        except concurrent.futures.CancelledError:
+            raise CancelledTransfer("transfer interrupted") from None
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise self._provider._no_answer() from None
+        finally:
+            self._future = None
+
+
+class SftpReader(_Interruptible, Reader):
+    """The engine's view of a :class:`~providers.sftp.streams.Download`."""
+
+    def __init__(self, provider: SftpProvider, download: Download) -> None:
+        super().__init__(provider)
+        self._download: Download | None = download
+
+    def read(self, size: int) -> bytes:
+        if self._download is None:
+            raise ValueError("reader is closed")
+        return self._stream_call(self._download.read(size))
+
+    def close(self) -> None:
+        download, self._download = self._download, None
+        if download is not None:
+            self._provider._run_quietly(self._provider._close_download(download))
+
+
+class SftpWriter(_Interruptible, Writer):
+    """The engine's view of an :class:`~providers.sftp.streams.Upload` into the part."""
+
+    def __init__(self, provider: SftpProvider, upload: Upload, rootless: str, final: str) -> None:
+        super().__init__(provider)
+        self._upload: Upload | None = upload
+        self._rootless = rootless
+        self._final = final
+        self.offset = upload.confirmed
+
+    def _open(self) -> Upload:
+        if self._upload is None:
+            raise ValueError(f"writer for {self._rootless} is already committed or aborted")
+        return self._upload
+
+    def write(self, data: bytes) -> None:
+        self._stream_call(self._open().write(data))
+
+    def commit(self, expected_size: int, expected_hashes: Mapping[str, str]) -> RemoteFile:
+        upload = self._open()
+        self._upload = None
+        return self._stream_call(self._provider._commit(upload, self._rootless, self._final,
+                                                        expected_size, expected_hashes))
+
+    def abort(self, keep_partial: bool) -> None:
+        upload, self._upload = self._upload, None
+        if upload is not None:
+            self._provider._run_quietly(self._provider._abort(upload, keep_partial))
+
+
+class SftpProvider(Provider):
+    """A site whose roots are folders on an SSH/SFTP server.
+
+    Options (the site's settings): ``root`` (root name -> absolute path on the server),
+    ``sftp_host``, ``sftp_port`` (22), ``sftp_user``, ``sftp_key`` (+ ``sftp_key_pass``)
+    and/or ``sftp_pass``, ``known_hosts`` (default ``~/.ssh/known_hosts``),
+    ``insecure_skip_host_key_check`` (false), ``sftp_verify`` (auto | hash | reread),
+    ``sftp_connect_timeout_s`` (15), ``sftp_stall_timeout_s`` (60),
+    ``sftp_max_connections`` (4), ``sftp_max_sessions`` (10). See docs/providers/sftp.md.
+    """
+
+    kind = "sftp"
+
+    def __init__(self, site: str, config: Mapping[str, Any]) -> None:
+        super().__init__(site, config)
+        self.options = parse_options(site, config)
+        self._roots = parse_roots(site, config, pathmod=posixpath)
+        key = _load_key(site, self.options)
+        self._loop = LoopThread(f"sitesync-sftp-{site}")
+        self.pool = SessionPool(site, self.options, key)
+        self.verifier = Verifier(site, self.options, self.pool)
+        self._real_roots: dict[str, str] = {}
+        self._dirs: dict[str, float] = {}
+        options = self.options
+        #: Metadata calls: a connect plus a few requests, each bounded by the stall timeout.
+        self._op_timeout = options.connect_timeout_s + 3 * options.stall_timeout_s + 10
+        #: Stream calls may reconnect RECOVERIES times before giving up by themselves.
+        per_try = options.connect_timeout_s + 2 * options.stall_timeout_s
+        self._stream_timeout = (RECOVERIES + 1) * per_try + 10
+
+    def __repr__(self) -> str:
+        return f"SftpProvider(site={self.site!r}, {self.options.address}, roots={sorted(self._roots)})"
+
+    @property
+    def features(self) -> Features:  # type: ignore[override]
+        return Features(resumable_upload=True, ranged_read=True, atomic_rename=True,
+                        server_hashes=frozenset(), local=False,
+                        verification=self.verifier.method)
+
+    # -- calling the loop ---------------------------------------------------------------
+
+    def _submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        try:
+            return self._loop.submit(coro)
+        except LoopClosedError:
+            raise TransientError(f"site '{self.site}' was closed (settings changed or shutting "
+                                 "down); will retry") from None
+
+    def _no_answer(self) -> TransientError:
+        return TransientError(f"the SFTP server {self.options.host}:{self.options.port} stopped "
+                              f"answering (site '{self.site}'); will retry")
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        future = self._submit(coro)
+        try:
+            return future.result(timeout or self._op_timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise self._no_answer() from None
+        except concurrent.futures.CancelledError:
+            raise CancelledTransfer("interrupted") from None
+        except BaseException:
+            future.cancel()
+            raise
+
+    def _run_quietly(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Clean-up work (abort, close) that must not raise over the real error."""
+        try:
+            self._run(coro, timeout=min(self._op_timeout, 30.0))
+        except Exception as exc:
+            _log.info("sftp %s: clean-up step failed: %s", self.site, exc)
+
+    async def _t(self, awaitable: Awaitable[T]) -> T:
+        """One request, bounded by the stall timeout."""
+        return await asyncio.wait_for(awaitable, self.options.stall_timeout_s)
+
+    async def _on_channel(self, op: Callable[[Channel], Awaitable[T]], doing: str, path: str,
+                          keep: bool = False) -> T:
+        """Run ``op`` on a pooled channel; a stale pooled connection gets one retry on a
+        fresh one. ``keep``: the result owns the channel (a stream) on success."""
+        for attempt in (1, 2):
+            channel = await self.pool.acquire()
+            try:
+                result = await op(channel)
+            except asyncio.CancelledError:
+                self.pool.release(channel)
+                raise
+            except BaseException as exc:
+                broken = is_connection_error(exc)
+                if isinstance(exc, TimeoutError):
+                    self.pool.kill(channel.conn)
+                self.pool.release(channel, broken=broken)
+                if broken and attempt == 1:
+                    continue
+                raise classify(exc, self.site, self.options, doing, path) from exc
+            if not keep:
+                self.pool.release(channel)
+            return result
+        raise AssertionError("unreachable")
+
+    # -- paths --------------------------------------------------------------------------
+
+    def _locate(self, rootless_path: str) -> tuple[str, str]:
+        """(root path, server path) after the lexical checks (no network)."""
+        name, parts = split_rootless(rootless_path)
+        if parts[-1].endswith(PART_SUFFIX):
+            raise PermanentError(
+                f"file names ending in {PART_SUFFIX!r} are reserved for SiteSync's "
+                f"temporary files: {rootless_path!r}; rename the published file")
+        root = select_root(self.site, self._roots, name)
+        return root, safe_join(root, parts, posixpath)
+
+    def resolve(self, rootless_path: str) -> str:
+        """The server path; like local_drive, also refuses one that symlinks on the
+        server lead out of its root (one round trip)."""
+        root, path = self._locate(rootless_path)
+
+        async def op(channel: Channel) -> None:
+            await self._check_inside(channel.sftp, root, path, rootless_path)
+
+        self._run(self._on_channel(op, "checking", path))
+        return path
+
+    def _root_missing(self, root: str) -> PermanentError:
+        return PermanentError(
+            f"root folder of site '{self.site}' does not exist on the SFTP server "
+            f"{self.options.host}: {root}; create it there or fix sites.{self.site}.root")
+
+    async def _real_root(self, sftp: Any, root: str) -> str:
+        """The root's real path on the server (an absent root is an error, never created)."""
+        real = self._real_roots.get(root)
+        if real is None:
+            try:
+                attrs = await self._t(sftp.stat(root))
+            except _MISSING:
+                raise self._root_missing(root) from None
+            if attrs.permissions is not None and not stat_mod.S_ISDIR(attrs.permissions):
+                raise PermanentError(f"root of site '{self.site}' is not a folder on the SFTP server: "
+                                     f"{root}; fix sites.{self.site}.root")
+            real = await self._t(sftp.realpath(root))
+            self._real_roots[root] = real
+        return real
+
+    async def _check_inside(self, sftp: Any, root: str, path: str, rootless: str,
+                            folder: bool = False) -> None:
+        """Refuse a path that symlinks on the server lead out of the root: the real path
+        of ``path`` (or of its deepest existing folder) must be inside the root's."""
+        real_root = await self._real_root(sftp, root)
+        probe = path
+        while True:
+            try:
+                real = await self._t(sftp.realpath(probe))
+                break
+            except _MISSING:
+                parent = posixpath.dirname(probe)
+                if parent == probe or not is_inside(root, parent):
+                    raise self._root_missing(root) from None
+                probe = parent
+        if not is_inside(real_root, real) or (real == real_root and probe == path and not folder):
+            raise PathEscapeError(
+                f"refusing {rootless!r} on site '{self.site}': a symlink on the server makes it "
+                f"resolve to {real}, outside root {root}")
+
+    async def _ensure_folder(self, sftp: Any, root: str, folder: str, rootless: str) -> None:
+        """Create the target's folder (below the root only) after checking that its
+        deepest existing ancestor is inside the root."""
+        checked = self._dirs.get(folder)
+        if checked is not None and time.monotonic() - checked < _DIR_CACHE_S:
+            return
+        missing = []
+        probe = folder
+        while True:
+            try:
+                attrs = await self._t(sftp.stat(probe))
+            except _MISSING:
+                if probe == root or not is_inside(root, probe):
+                    self._real_roots.pop(root, None)
+                    raise self._root_missing(root) from None
+                missing.append(probe)
+                probe = posixpath.dirname(probe)
+                continue
+            if attrs.permissions is not None and not stat_mod.S_ISDIR(attrs.permissions):
+                raise PermanentError(
+                    f"a file is in the way of folder {probe} on site '{self.site}' "
+                    f"({self.options.host}); rename or remove it")
+            break
+        await self._check_inside(sftp, root, probe, rootless, folder=True)
+        for path in reversed(missing):
+            try:
+                await self._t(sftp.mkdir(path))
+            except (asyncssh.SFTPFailure, asyncssh.SFTPFileAlreadyExists) as exc:
+                try:  # another worker made it meanwhile?
+                    attrs = await self._t(sftp.stat(path))
+                except _MISSING:
+                    raise classify(exc, self.site, self.options, "writing", path) from exc
+                if attrs.permissions is not None and not stat_mod.S_ISDIR(attrs.permissions):
+                    raise PermanentError(f"a file is in the way of folder {path} on site "
+                                         f"'{self.site}' ({self.options.host}); rename or remove it") from exc
+        if len(self._dirs) > _DIR_CACHE_MAX:
+            self._dirs.clear()
+        self._dirs[folder] = time.monotonic()
+
+    # -- operations -----------------------------------------------------------------------
+
+    def stat(self, rootless_path: str) -> RemoteFile | None:
+        root, path = self._locate(rootless_path)
+
+        async def op(channel: Channel) -> RemoteFile | None:
+            sftp = channel.sftp
+            await self._real_root(sftp, root)
+            check = asyncio.ensure_future(self._check_inside(sftp, root, path, rootless_path))
+            try:
+                attrs = await self._t(sftp.stat(path))
+            except _MISSING:
+                attrs = None
+            finally:
+                await check  # a refused path wins over whatever stat found
+            if attrs is None:
+                return None
+            if attrs.permissions is not None and not stat_mod.S_ISREG(attrs.permissions):
+                raise PermanentError(f"{path} on site '{self.site}' ({self.options.host}) is not a "
+                                     "regular file (a folder?); remove or rename it")
+            return RemoteFile(path=rootless_path, size=attrs.size or 0,
+                              id=posixpath.basename(path), mtime=attrs.mtime)
+
+        return self._run(self._on_channel(op, "checking", path))
+
+    def open_reader(self, rootless_path: str, offset: int = 0) -> Reader:
+        if offset < 0:
+            raise ValueError(f"offset must be >= 0, not {offset}")
+        root, path = self._locate(rootless_path)
+
+        async def op(channel: Channel) -> Download:
+            check = asyncio.ensure_future(self._check_inside(channel.sftp, root, path, rootless_path))
+            download = Download(self.pool, self.site, self.options, path)
+            try:
+                await download.open(channel, offset)
+            except BaseException:
+                await asyncio.gather(check, return_exceptions=True)
+                if check.done() and not check.cancelled() and check.exception() is not None:
+                    raise check.exception() from None
+                raise
+            try:
+                await check
+            except BaseException:
+                await download._close_file()
+                raise
+            return download
+
+        download = self._run(self._on_channel(op, "reading", path, keep=True))
+        return SftpReader(self, download)
+
+    async def _close_download(self, download: Download) -> None:
+        await download.finish()
+        download._release(broken=False)
+
+    def open_writer(self, rootless_path: str, size: int, resume: bool = True) -> Writer:
+        root, final = self._locate(rootless_path)
+        part = part_path(final)
+
+        async def op(channel: Channel) -> Upload:
+            sftp = channel.sftp
+            folder = posixpath.dirname(final)
+            for attempt in (1, 2):
+                await self._ensure_folder(sftp, root, folder, rootless_path)
+                try:
+                    attrs = await self._t(sftp.lstat(part))
+                except _MISSING:
+                    attrs = None
+                    if attempt == 1 and folder in self._dirs:
+                        # The cached folder may have been removed: make sure it exists.
+                        try:
+                            await self._t(sftp.stat(folder))
+                        except _MISSING:
+                            self._dirs.pop(folder, None)
+                            continue
+                break
+            kept = 0
+            if attrs is not None and attrs.permissions is not None:
+                if stat_mod.S_ISLNK(attrs.permissions):
+                    raise PathEscapeError(f"refusing {rootless_path!r} on site '{self.site}': a "
+                                          f"symlink is in the way at {part}; remove it")
+                if not stat_mod.S_ISREG(attrs.permissions):
+                    raise PermanentError(f"temporary name {part} on site '{self.site}' is not a "
+                                         "regular file; remove it")
+                kept = attrs.size or 0
+            offset = kept if resume and kept <= size else 0
+            upload = Upload(self.pool, self.site, self.options, part)
+            upload.disk_full_check = lambda exc: self._disk_full(sftp, part, size, exc)
+            await upload.open(channel, offset)
+            return upload
+
+        upload = self._run(self._on_channel(op, "writing", part, keep=True))
+        return SftpWriter(self, upload, rootless_path, final)
+
+    async def _disk_full(self, sftp: Any, part: str, size: int, exc: BaseException) -> SiteSyncError:
+        """OpenSSH reports ENOSPC (and EDQUOT) as a bare "Failure"; ask the file system."""
+        folder = posixpath.dirname(part)
+        free = None
+        with contextlib.suppress(Exception):
+            vfs = await self._t(sftp.statvfs(folder))
+            free = vfs.bavail * (vfs.frsize or vfs.bsize)
+        if free is not None and free < max(size, 1 << 20):
+            return PermanentError(
+                f"disk full on the SFTP server for site '{self.site}' ({self.options.host}: "
+                f"{free} bytes free in {folder}, the file needs {size}); free space on the "
+                "server, then retry")
+        shown = f" ({free} bytes free)" if free is not None else ""
+        return TransientError(
+            f"the SFTP server refused to write {part} for site '{self.site}' "
+            f"({getattr(exc, 'reason', '') or exc}){shown}: the disk may be full or the user "
+            "over quota; will retry")
+
+    async def _commit(self, upload: Upload, rootless: str, final: str, expected_size: int,
+                      expected_hashes: Mapping[str, str]) -> RemoteFile:
+        wanted = {name.lower(): value.lower() for name, value in expected_hashes.items()
+                  if name.lower() in hashlib.algorithms_guaranteed}
+        part = upload.part
+        try:
+            while True:
+                try:
+                    await upload.drain()
+                    channel = upload.channel
+                    assert channel is not None and upload.file is not None
+                    with contextlib.suppress(asyncssh.SFTPOpUnsupported):  # fsync@openssh.com
+                        await self._t(upload.file.fsync())
+                    attrs = await self._t(upload.file.stat())
+                    size = attrs.size or 0
+                    problems = []
+                    got: dict[str, str] = {}
+                    if size != expected_size:
+                        problems.append(f"size {size} bytes, expected {expected_size}")
+                    else:
+                        got = await self.verifier.digests(upload.file, part, size, set(wanted))
+                        problems += [f"{name} {got[name]}, expected {value}"
+                                     for name, value in sorted(wanted.items()) if got[name] != value]
+                    break
+                except SiteSyncError:
+                    raise
+                except BaseException as exc:
+                    if is_connection_error(exc) and not isinstance(exc, asyncio.CancelledError):
+                        await upload.recover(exc, upload._reopen)
+                        continue
+                    raise
+            if problems:
+                await self._discard(upload)
+                raise TransientError(
+                    f"verification failed on site '{self.site}' for {final} ({self.options.host}): "
+                    f"{'; '.join(problems)}; the partial copy was discarded and the next attempt "
+                    "starts over")
+            await upload._close_file()
+            await self._rename(channel.sftp, part, final)
+            upload._release(broken=False)
+        except asyncio.CancelledError:
+            await self._discard(upload)
+            raise
+        except SiteSyncError:
+            await self._discard(upload)
+            raise
+        except BaseException as exc:
+            await self._discard(upload)
+            raise classify(exc, self.site, self.options, "writing", final) from exc
+        return RemoteFile(path=rootless, size=size, id=posixpath.basename(final),
+                          mtime=attrs.mtime, hashes={"sha256": got["sha256"]})
+
+    async def _rename(self, sftp: Any, part: str, final: str) -> None:
+        try:
+            await self._t(sftp.posix_rename(part, final))
+            return
+        except asyncssh.SFTPOpUnsupported:
+            pass
+        # A server without posix-rename: a plain rename refuses an existing target, so the
+        # old version is removed first (briefly absent, never half-written).
+        _log.warning("sftp %s: server lacks posix-rename; replacing %s is not atomic", self.site, final)
+        with contextlib.suppress(*_MISSING):
+            await self._t(sftp.remove(final))
+        await self._t(sftp.rename(part, final))
+
+    async def _discard(self, upload: Upload) -> None:
+        """Remove the part (a failure or a mismatch): on the upload's channel if it still
+        works, else on a fresh one; best effort — a leftover is verified before any use."""
+        await upload._drop_tasks()
+        await upload._close_file()
+        channel, upload.channel = upload.channel, None
+        try:
+            if channel is None:
+                channel = await asyncio.wait_for(self.pool.acquire(), self.options.connect_timeout_s)
+            with contextlib.suppress(*_MISSING):
+                await self._t(channel.sftp.remove(upload.part))
+        except Exception as exc:
+            _log.info("sftp %s: could not remove %s: %s", self.site, upload.part, exc)
+            if channel is not None:
+                self.pool.release(channel, broken=is_connection_error(exc))
+            return
+        self.pool.release(channel)
+
+    async def _abort(self, upload: Upload, keep_partial: bool) -> None:
+        if not keep_partial:
+            await self._discard(upload)
+            return
+        await upload.settle_quietly(min(10.0, self.options.stall_timeout_s))
+        await upload._close_file()
+        upload._release(broken=False)
+
+    def delete(self, rootless_path: str) -> None:
+        """Remove the file and its part file, if present; folders stay."""
+        root, path = self._locate(rootless_path)
+
+        async def op(channel: Channel) -> None:
+            sftp = channel.sftp
+            await self._check_inside(sftp, root, posixpath.dirname(path), rootless_path, folder=True)
+            for target in (path, part_path(path)):
+                with contextlib.suppress(*_MISSING):
+                    await self._t(sftp.remove(target))
+
+        self._run(self._on_channel(op, "deleting", path))
+
+    # -- health -----------------------------------------------------------------------------
+
+    def check(self) -> list[str]:
+        """Login (credentials and host key), every root (exists, is a folder, writable) and,
+        with ``sftp_verify: hash``, the server-side hash command."""
+        if not self._roots:
+            return [f"site '{self.site}' has no roots; set sites.{self.site}.root"]
+        try:
+            return self._run(self._check())
+        except SiteSyncError as exc:
+            return [str(exc)]
+
+    async def _check(self) -> list[str]:
+        problems: list[str] = []
+
+        async def roots(channel: Channel) -> None:
+            sftp = channel.sftp
+            for name, spec in sorted(self._roots.items()):
+                if spec.path is None:
+                    problems.append(spec.error or f"root '{name}' of site '{self.site}' is unusable")
+                    continue
+                try:
+                    attrs = await self._t(sftp.stat(spec.path))
+                except _MISSING:
+                    problems.append(f"root '{name}' of site '{self.site}' does not exist on the SFTP "
+                                    f"server {self.options.host}: {spec.path}; create it there or fix "
+                                    f"sites.{self.site}.root")
+                    continue
+                if attrs.permissions is not None and not stat_mod.S_ISDIR(attrs.permissions):
+                    problems.append(f"root '{name}' of site '{self.site}' is not a folder on the "
+                                    f"server: {spec.path}")
+                    continue
+                probe = posixpath.join(spec.path, f".sitesync-probe-{id(self)}{PART_SUFFIX}")
+                try:
+                    file = await self._t(sftp.open(probe, "wb", encoding=None))
+                    await self._t(file.close())
+                    await self._t(sftp.remove(probe))
+                except asyncssh.SFTPError as exc:
+                    problems.append(f"root '{name}' of site '{self.site}' is not writable for SFTP "
+                                    f"user '{self.options.user}': {spec.path} ({exc.reason}); give "
+                                    "the user write access there")
+
+        await self._on_channel(roots, "checking", self.options.host)
+        if self.options.verify == "hash":
+            problem = await self.verifier.probe()
+            if problem is not None:
+                problems.append(str(self.verifier._refused(problem)))
+        return problems
+
+    def close(self) -> None:
+        self._loop.close(self.pool.close() if self._loop.started else None)

@@ -1,0 +1,124 @@
+"""How an upload's content is checked on the server before it is renamed into place.
+
+OpenSSH's sftp-server computes no hashes (no ``check-file`` extension), so there are two
+honest ways to know what the server stored:
+
+* **server hash**: run ``sha256sum`` on the part file over an SSH exec channel (what
+  rclone does with md5sum). Costs one command (~20 ms here) and no transfer, but needs a
+  shell: servers with ``ForceCommand internal-sftp`` refuse it.
+* **re-read**: read the part back over SFTP and hash it here. Works everywhere, costs
+  the file's size again on the wire.
+
+``sftp_verify`` chooses: ``auto`` (default) probes once whether the server runs
+``sha256sum`` and uses it, else re-reads; ``hash`` insists on the server hash (an error
+naming the fix when it cannot run); ``reread`` always re-reads. Files up to
+:data:`REREAD_MAX_BYTES` are always re-read: one or four requests are cheaper than
+starting a process on the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shlex
+from typing import Any
+
+from app.errors import PermanentError, TransientError
+from providers.sftp.options import SftpOptions
+from providers.sftp.pool import SessionPool
+from providers.sftp.streams import hash_remote_file
+
+__all__ = ["EMPTY_SHA256", "REREAD_MAX_BYTES", "Verifier"]
+
+_log = logging.getLogger(__name__)
+
+REREAD_MAX_BYTES = 1 << 20
+EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+#: GNU coreutils prefixes the line with a backslash when the name needs escaping.
+_SHA256_LINE = re.compile(r"^\\?([0-9a-f]{64}) ")
+#: Bytes per second a server hashes at least; sizes the command's time limit.
+_HASH_RATE = 20e6
+
+
+class Verifier:
+    """Per site: which check to use, learnt once in ``auto`` mode."""
+
+    def __init__(self, site: str, options: SftpOptions, pool: SessionPool) -> None:
+        self._site = site
+        self._options = options
+        self._pool = pool
+        #: None: not probed yet; True: ``sha256sum`` runs there; False: it does not.
+        self.server_hash_works: bool | None = None if options.verify != "reread" else False
+        self.last_method = ""
+
+    @property
+    def method(self) -> str:
+        """For :attr:`providers.base.Features.verification`."""
+        if self._options.verify == "reread" or self.server_hash_works is False:
+            return "reread"
+        if self._options.verify == "hash" or self.server_hash_works:
+            return "server_hash"
+        return "server_hash_or_reread"
+
+    def _refused(self, detail: str) -> PermanentError:
+        return PermanentError(
+            f"site '{self._site}' has sftp_verify 'hash', but the server {self._options.host} cannot "
+            f"run sha256sum for this user ({detail}); allow shell commands for the user, or set "
+            f"sites.{self._site}.sftp_verify to auto or reread")
+
+    async def probe(self) -> str | None:
+        """Whether ``sha256sum`` runs on the server: None if it does, else why not."""
+        try:
+            done = await self._pool.run_command("sha256sum", self._options.stall_timeout_s)
+        except (TransientError, PermanentError):
+            raise
+        except Exception as exc:
+            return f"{type(exc).__name__}: {getattr(exc, 'reason', '') or exc}"
+        if done.exit_status == 0 and EMPTY_SHA256 in (done.stdout or ""):
+            return None
+        output = " ".join(((done.stderr or "") + " " + (done.stdout or "")).split())[:200]
+        return f"exit status {done.exit_status}: {output or 'no output'}"
+
+    async def _server_sha256(self, path: str, size: int) -> str | None:
+        """The server's sha256 of ``path``; None when it cannot tell (auto falls back)."""
+        if self.server_hash_works is None:
+            problem = await self.probe()
+            self.server_hash_works = problem is None
+            if problem is not None:
+                if self._options.verify == "hash":
+                    raise self._refused(problem)
+                _log.warning("sftp %s: the server does not run sha256sum (%s); uploads are "
+                             "verified by reading them back", self._site, problem)
+                return None
+        if not self.server_hash_works:
+            if self._options.verify == "hash":
+                raise self._refused("it failed before")
+            return None
+        timeout = self._options.stall_timeout_s + size / _HASH_RATE
+        done = await self._pool.run_command(f"sha256sum -- {shlex.quote(path)}", timeout)
+        match = _SHA256_LINE.match(done.stdout or "") if done.exit_status == 0 else None
+        if match:
+            return match.group(1)
+        detail = " ".join((done.stderr or done.stdout or "no output").split())[:200]
+        if self._options.verify == "hash":
+            raise TransientError(f"sha256sum of {path} failed on the server for site "
+                                 f"'{self._site}' (exit status {done.exit_status}: {detail}); will retry")
+        # auto: e.g. a chroot where the shell sees other paths than SFTP. Stop trying.
+        self.server_hash_works = False
+        _log.warning("sftp %s: sha256sum of %s failed on the server (%s); uploads are verified "
+                     "by reading them back from now on", self._site, path, detail)
+        return None
+
+    async def digests(self, file: Any, path: str, size: int,
+                      algorithms: set[str]) -> dict[str, str]:
+        """Hex digests of the stored part (``file`` is its open handle) for
+        ``algorithms`` (always including sha256)."""
+        algorithms = set(algorithms) | {"sha256"}
+        if algorithms == {"sha256"} and size > REREAD_MAX_BYTES:
+            digest = await self._server_sha256(path, size)
+            if digest is not None:
+                self.last_method = "server_hash"
+                return {"sha256": digest}
+        _, digests = await hash_remote_file(file, size, self._options.stall_timeout_s, algorithms)
+        self.last_method = "reread"
+        return digests

@@ -1,0 +1,309 @@
+"""A real OpenSSH ``sshd`` on 127.0.0.1 for the SFTP tests (Debian's openssh-server).
+
+The server runs as an unprivileged dedicated user (``sitesync-sftp``, created with
+``useradd`` when the tests run as root, as in CI; otherwise as the current user, which is
+all a developer laptop needs): it can then only log in as that user, needs no
+``/run/sshd``, and its login shell is plain ``/bin/sh`` so a remote ``sha256sum`` costs
+milliseconds (root's shell here sources a heavy ``.bashrc``).
+
+It listens on two free high ports with one host key:
+
+* ``port``: SFTP and exec (shell commands), what most studio servers allow their artists;
+* ``sftp_only_port``: ``ForceCommand internal-sftp``, the locked-down setup where a
+  remote hash command is impossible and the provider must verify by reading back.
+
+Helpers simulate what goes wrong in production: :meth:`drop_connections` kills every
+session process (a cut network or a reboot of the far end seen from the client),
+:meth:`stop`/:meth:`start` restart the server on the same ports and key, and
+:meth:`known_hosts_with` writes known_hosts files with a wrong key or none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+__all__ = ["SshServer", "free_port"]
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+USER = "sitesync-sftp"
+
+_CONFIG = """\
+Port {port}
+Port {sftp_only_port}
+ListenAddress 127.0.0.1
+HostKey {etc}/hostkey
+PidFile {etc}/sshd.pid
+AuthorizedKeysFile {etc}/authorized_keys
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+UsePAM no
+StrictModes no
+MaxStartups 200
+MaxSessions 10
+Subsystem sftp internal-sftp
+LogLevel ERROR
+Match LocalPort {sftp_only_port}
+    ForceCommand internal-sftp
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _keygen(path: Path, passphrase: str = "") -> None:
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-C", "sitesync-test", "-f", str(path)],
+        check=True,
+    )
+
+
+def _ensure_user() -> pwd.struct_passwd:
+    """The dedicated server user when we are root (created once), else ourselves."""
+    if os.geteuid() != 0:
+        return pwd.getpwuid(os.geteuid())
+    try:
+        return pwd.getpwnam(USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--create-home", "--shell", "/bin/sh", "--comment", "SiteSync test sshd", USER],
+            check=True,
+        )
+        return pwd.getpwnam(USER)
+
+
+class SshServer:
+    """One sshd process tree; see the module docstring."""
+
+    def __init__(self) -> None:
+        self.user_info = _ensure_user()
+        self.user = self.user_info.pw_name
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        self.sftp_only_port = free_port()
+        # Not under pytest's tmp (mode 0700, owned by the test user): sshd runs as
+        # another user and must reach its keys and data.
+        self.base = Path(tempfile.mkdtemp(prefix="sitesync-sshd-"))
+        self.base.chmod(0o755)
+        self.etc = self.base / "etc"
+        self.data = self.base / "data"
+        self.client_dir = self.base / "client"
+        for folder in (self.etc, self.data):
+            folder.mkdir()
+        self.client_dir.mkdir(mode=0o700)
+        _keygen(self.etc / "hostkey")
+        _keygen(self.client_dir / "id_ed25519")
+        _keygen(self.client_dir / "id_protected", passphrase="correct horse")
+        _keygen(self.client_dir / "other_host_key")
+        authorized = "".join(
+            (self.client_dir / name).read_text() for name in ("id_ed25519.pub", "id_protected.pub")
+        )
+        (self.etc / "authorized_keys").write_text(authorized)
+        (self.etc / "sshd_config").write_text(
+            _CONFIG.format(port=self.port, sftp_only_port=self.sftp_only_port, etc=self.etc)
+        )
+        self._chown(self.etc)
+        self._chown(self.data)
+        self.key = str(self.client_dir / "id_ed25519")
+        self.protected_key = str(self.client_dir / "id_protected")
+        self.known_hosts = str(self.client_dir / "known_hosts")
+        self._write_known_hosts(self.known_hosts, self.etc / "hostkey.pub")
+        self._process: subprocess.Popen | None = None
+        self._mounts: list[Path] = []
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def _chown(self, path: Path) -> None:
+        if os.geteuid() != 0:
+            return
+        uid, gid = self.user_info.pw_uid, self.user_info.pw_gid
+        os.chown(path, uid, gid)
+        for parent, dirs, files in os.walk(path):
+            for name in dirs + files:
+                os.chown(os.path.join(parent, name), uid, gid, follow_symlinks=False)
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start sshd (again) on the same ports and host key; returns once it answers."""
+        if self._process is not None and self._process.poll() is None:
+            return
+        as_user = ["runuser", "-u", self.user, "--"] if os.geteuid() == 0 else []
+        config = str(self.etc / "sshd_config")
+        subprocess.run([*as_user, SSHD, "-t", "-f", config], check=True)
+        self._process = subprocess.Popen(
+            [*as_user, SSHD, "-D", "-e", "-f", config],
+            stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        for port in (self.port, self.sftp_only_port):
+            while not self._banner(port):
+                if self._process.poll() is not None:
+                    raise RuntimeError(f"sshd exited with {self._process.returncode}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"sshd did not answer on port {port}")
+                time.sleep(0.02)
+
+    def _banner(self, port: int) -> bool:
+        try:
+            with socket.create_connection((self.host, port), timeout=1) as sock:
+                return sock.recv(8).startswith(b"SSH-2.0")
+        except OSError:
+            return False
+
+    def _listener_pid(self) -> int | None:
+        try:
+            return int((self.etc / "sshd.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def _descendants(self, pid: int) -> list[int]:
+        children: dict[int, list[int]] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(entry))
+        found, todo = [], [pid]
+        while todo:
+            for child in children.get(todo.pop(), []):
+                found.append(child)
+                todo.append(child)
+        return found
+
+    def drop_connections(self) -> int:
+        """SIGKILL every session process: clients see their connections cut mid-stream,
+        the listener stays up. Returns how many processes were killed."""
+        listener = self._listener_pid()
+        if listener is None:
+            return 0
+        victims = self._descendants(listener)
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return len(victims)
+
+    def stop(self) -> None:
+        """Kill the listener and every session (a crashed or rebooted server)."""
+        if self._process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._process.pid, signal.SIGKILL)
+        self._process.wait(10)
+        self._process = None
+        # Sessions re-exec'ed into their own process groups die with their connections,
+        # but do not wait for TCP to notice: kill them too.
+        for pid in self._stray_session_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            (self.etc / "sshd.pid").unlink()
+
+    def _stray_session_pids(self) -> list[int]:
+        config = str(self.etc / "sshd_config").encode()
+        pids = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    if config in handle.read():
+                        pids.append(int(entry))
+            except OSError:
+                continue
+        return pids
+
+    def close(self) -> None:
+        self.stop()
+        for mount in reversed(self._mounts):
+            subprocess.run(["umount", "-l", str(mount)], check=False)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    # -- storage on the server --------------------------------------------------------------
+
+    def folder(self, name: str) -> Path:
+        """A fresh folder on the server owned by the sshd user (a site root)."""
+        path = self.data / name
+        path.mkdir(parents=True)
+        self._chown(path)
+        return path
+
+    def small_disk(self, name: str, size: str = "2m") -> Path:
+        """A folder on its own tiny tmpfs, to fill the server's disk (needs root's
+        CAP_SYS_ADMIN; the caller checks :func:`can_mount`)."""
+        path = self.folder(name)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
+                       check=True)
+        self._mounts.append(path)
+        self._chown(path)
+        return path
+
+    def chown(self, path: Path) -> None:
+        """Give a file or folder the test created to the sshd user."""
+        self._chown(path)
+
+    # -- trust -------------------------------------------------------------------------------
+
+    def _entry_names(self, port: int) -> str:
+        return f"[{self.host}]:{port}"
+
+    def _write_known_hosts(self, path: str, pub: Path) -> None:
+        key = " ".join(pub.read_text().split()[:2])
+        lines = [f"{self._entry_names(port)} {key}\n" for port in (self.port, self.sftp_only_port)]
+        Path(path).write_text("".join(lines))
+
+    def known_hosts_with(self, name: str, kind: str) -> str:
+        """A known_hosts file: ``"wrong"`` lists another key for this server (a changed
+        key, or a man in the middle); ``"empty"`` does not know the server at all."""
+        path = self.client_dir / f"known_hosts.{name}"
+        if kind == "wrong":
+            self._write_known_hosts(str(path), self.client_dir / "other_host_key.pub")
+        elif kind == "empty":
+            path.write_text("")
+        else:
+            raise ValueError(kind)
+        return str(path)
+
+    def site_config(self, root: Path | dict[str, Path], **options: object) -> dict[str, object]:
+        """Provider config (the settings keys) for a site on this server."""
+        roots = root if isinstance(root, dict) else {"work": root}
+        config: dict[str, object] = {
+            "root": {name: str(path) for name, path in roots.items()},
+            "sftp_host": self.host,
+            "sftp_port": self.port,
+            "sftp_user": self.user,
+            "sftp_key": self.key,
+            "known_hosts": self.known_hosts,
+        }
+        config.update(options)
+        return config
+
+
+def can_mount() -> bool:
+    """Whether this process may mount a tmpfs (root with CAP_SYS_ADMIN, not every container)."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        return False
+    probe = Path(tempfile.mkdtemp(prefix="sitesync-mount-probe-"))
+    try:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(probe)],
+                              capture_output=True, check=False)
+        if done.returncode != 0:
+            return False
+        subprocess.run(["umount", str(probe)], check=False)
+        return True
+    finally:
+        probe.rmdir()
