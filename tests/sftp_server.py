@@ -197,35 +197,37 @@ class SshServer:
                 os.kill(pid, signal.SIGKILL)
         return len(victims)
 
+    def freeze_connections(self) -> list[int]:
+        """SIGSTOP every session process: the server stops answering on open connections
+        (a hung NAS behind the server, a dead route) while new logins still work."""
+        listener = self._listener_pid()
+        victims = self._descendants(listener) if listener is not None else []
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        return victims
+
+    def kill(self, pids: list[int]) -> None:
+        """SIGKILL processes (frozen sessions) and let their connections close."""
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGCONT)
+
     def stop(self) -> None:
         """Kill the listener and every session (a crashed or rebooted server)."""
         if self._process is None:
             return
+        # Session processes run in their own sessions: collect them before the listener
+        # goes, then kill everything, as a crash or a reboot would.
+        victims = self._descendants(self._process.pid)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self._process.pid, signal.SIGKILL)
+        self.kill(victims)
         self._process.wait(10)
         self._process = None
-        # Sessions re-exec'ed into their own process groups die with their connections,
-        # but do not wait for TCP to notice: kill them too.
-        for pid in self._stray_session_pids():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(OSError):
             (self.etc / "sshd.pid").unlink()
-
-    def _stray_session_pids(self) -> list[int]:
-        config = str(self.etc / "sshd_config").encode()
-        pids = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                    if config in handle.read():
-                        pids.append(int(entry))
-            except OSError:
-                continue
-        return pids
 
     def close(self) -> None:
         self.stop()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -20,6 +21,20 @@ from typing import Any, TypeVar
 __all__ = ["LoopClosedError", "LoopThread"]
 
 T = TypeVar("T")
+_log = logging.getLogger(__name__)
+
+
+def _quiet_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """Log what asyncio reports (an orphaned task's error) in one line, without a traceback.
+
+    Formatting a traceback parses source with ``ast`` on Python 3.11, and CPython 3.11
+    before 3.11.8 keeps one global recursion counter for that (gh-106905): a traceback
+    formatted on this thread while another thread parses corrupts the counter and breaks
+    later imports with "AST constructor recursion depth mismatch".
+    """
+    exc = context.get("exception")
+    detail = f"{type(exc).__name__}: {exc}" if exc is not None else ""
+    _log.debug("%s %s", context.get("message", "asyncio error"), detail)
 
 
 class LoopClosedError(RuntimeError):
@@ -44,6 +59,8 @@ class LoopThread:
             if self._loop is None:
                 loop = asyncio.new_event_loop()
                 ready = threading.Event()
+
+                loop.set_exception_handler(_quiet_exception_handler)
 
                 def run() -> None:
                     asyncio.set_event_loop(loop)

@@ -73,7 +73,12 @@ def _load_key(site: str, options: SftpOptions) -> Any | None:
         return None
     try:
         return asyncssh.read_private_key(options.key_path, options.key_passphrase or None)
-    except asyncssh.KeyEncryptionError:
+    except asyncssh.KeyEncryptionError as exc:
+        if "bcrypt" in str(exc):
+            raise ConfigError(f"site '{site}': the SSH key {options.key_path} is encrypted the "
+                              "OpenSSH way, which needs the Python package 'bcrypt'",
+                              key=f"sites.{site}.sftp_key",
+                              fix="install it (pip install bcrypt)") from None
         raise ConfigError(f"site '{site}': wrong passphrase for the SSH key {options.key_path}",
                           key=f"sites.{site}.sftp_key_pass",
                           fix="set the key's passphrase") from None
@@ -525,15 +530,18 @@ class SftpProvider(Provider):
             await upload._close_file()
             await self._rename(channel.sftp, part, final)
             upload._release(broken=False)
-        except asyncio.CancelledError:
-            await self._discard(upload)
+        except (asyncio.CancelledError, TransientError):
+            # Interrupted (a pause, a connection that did not come back): the part stays
+            # for the next attempt, whose commit verifies it all again.
+            await self._keep(upload)
             raise
         except SiteSyncError:
             await self._discard(upload)
             raise
         except BaseException as exc:
-            await self._discard(upload)
-            raise classify(exc, self.site, self.options, "writing", final) from exc
+            error = classify(exc, self.site, self.options, "writing", final)
+            await (self._keep(upload) if isinstance(error, TransientError) else self._discard(upload))
+            raise error from exc
         return RemoteFile(path=rootless, size=size, id=posixpath.basename(final),
                           mtime=attrs.mtime, hashes={"sha256": got["sha256"]})
 
@@ -568,13 +576,14 @@ class SftpProvider(Provider):
             return
         self.pool.release(channel)
 
-    async def _abort(self, upload: Upload, keep_partial: bool) -> None:
-        if not keep_partial:
-            await self._discard(upload)
-            return
+    async def _keep(self, upload: Upload) -> None:
+        """Leave the part for a resume: let requests in flight land, close, release."""
         await upload.settle_quietly(min(10.0, self.options.stall_timeout_s))
         await upload._close_file()
         upload._release(broken=False)
+
+    async def _abort(self, upload: Upload, keep_partial: bool) -> None:
+        await (self._keep(upload) if keep_partial else self._discard(upload))
 
     def delete(self, rootless_path: str) -> None:
         """Remove the file and its part file, if present; folders stay."""

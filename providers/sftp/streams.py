@@ -50,6 +50,9 @@ RECOVERIES = 3
 _RECOVERY_DELAYS = (0.3, 1.0, 3.0)
 
 Reopen = Callable[[Channel], Awaitable[Any]]
+# Files are opened with ``block_size=0``: each read/write is then exactly one SFTP request.
+# (With a block size asyncssh splits a call into helper tasks of its own, which outlive
+# a cancelled call and fail unobserved when the connection drops.)
 
 
 class StallError(Exception):
@@ -170,7 +173,7 @@ class Upload(_Stream):
         flags = asyncssh.FXF_READ | asyncssh.FXF_WRITE | asyncssh.FXF_CREAT
         if offset == 0:
             flags |= asyncssh.FXF_TRUNC
-        self.file = await asyncio.wait_for(channel.sftp.open(self.part, flags, encoding=None),
+        self.file = await asyncio.wait_for(channel.sftp.open(self.part, flags, encoding=None, block_size=0),
                                            self.options.stall_timeout_s)
         if offset == 0:
             # FXF_TRUNC on an existing file is honoured by OpenSSH, but say it explicitly
@@ -193,7 +196,7 @@ class Upload(_Stream):
                 f"the SFTP server kept only {kept} of the {self.confirmed} bytes it had "
                 f"confirmed for {self.part} (site '{self.site}'); will retry from there")
         self.file = await asyncio.wait_for(
-            channel.sftp.open(self.part, asyncssh.FXF_READ | asyncssh.FXF_WRITE, encoding=None),
+            channel.sftp.open(self.part, asyncssh.FXF_READ | asyncssh.FXF_WRITE, encoding=None, block_size=0),
             self.options.stall_timeout_s)
         self.acked.clear()
         for offset in sorted(self.blocks):
@@ -277,7 +280,7 @@ class Download(_Stream):
         """Open ``path`` on ``channel`` (already leased), or use an open ``file``."""
         self.channel = channel
         if file is None:
-            file = await asyncio.wait_for(channel.sftp.open(self.path, "rb", encoding=None),
+            file = await asyncio.wait_for(channel.sftp.open(self.path, "rb", encoding=None, block_size=0),
                                           self.options.stall_timeout_s)
         self.file = file
         attrs = await asyncio.wait_for(file.stat(), self.options.stall_timeout_s)
@@ -291,7 +294,7 @@ class Download(_Stream):
         self.pos = self.next = offset
 
     async def _reopen(self, channel: Channel) -> None:
-        file = await asyncio.wait_for(channel.sftp.open(self.path, "rb", encoding=None),
+        file = await asyncio.wait_for(channel.sftp.open(self.path, "rb", encoding=None, block_size=0),
                                       self.options.stall_timeout_s)
         attrs = await asyncio.wait_for(file.stat(), self.options.stall_timeout_s)
         if (attrs.size, attrs.mtime) != self.identity:

@@ -1,0 +1,420 @@
+"""The SFTP provider against a real OpenSSH sshd on 127.0.0.1 (tests/sftp_server.py).
+
+What goes wrong in production, each on the real server: unknown and changed host keys,
+wrong credentials, missing roots, no permission, dropped and frozen connections, a
+restarted server, a server without a shell, a full disk, a server with fewer channels
+than configured. The shared contract (tests/contract) covers the normal operations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+import uuid
+
+import pytest
+
+from app.errors import CancelledTransfer, ConfigError, PermanentError, TransientError
+from providers.registry import create_provider
+from providers.sftp import SftpProvider, streams
+from providers.sftp.verify import REREAD_MAX_BYTES
+from tests.sftp_server import can_mount, free_port
+
+SITE = "remote"
+MiB = 1 << 20
+
+
+def _sha(data: bytes) -> dict[str, str]:
+    return {"sha256": hashlib.sha256(data).hexdigest()}
+
+
+@pytest.fixture
+def root(sshd):
+    return sshd.folder(f"unit-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def make(sshd, root):
+    """Builds providers on the session sshd; closes them after the test."""
+    made: list[SftpProvider] = []
+
+    def factory(**options) -> SftpProvider:
+        config = sshd.site_config(options.pop("root", root), **options)
+        provider = create_provider("sftp", SITE, config)
+        made.append(provider)
+        return provider
+
+    yield factory
+    for provider in made:
+        provider.close()
+
+
+def _put(provider, path: str, data: bytes, chunk: int = MiB):
+    writer = provider.open_writer(path, len(data), resume=False)
+    for start in range(0, len(data), chunk):
+        writer.write(data[start:start + chunk])
+    return writer.commit(len(data), _sha(data))
+
+
+def _read(provider, path: str, chunk: int = MiB) -> bytes:
+    out = bytearray()
+    with provider.open_reader(path) as reader:
+        while block := reader.read(chunk):
+            out += block
+    return bytes(out)
+
+
+def _wait_for_size(path, size: int) -> None:
+    """Writes are pipelined (``write`` returns before the server has the bytes): wait
+    until the server's file has them."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if path.exists() and path.stat().st_size >= size:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{path} never reached {size} bytes")
+
+
+# -- settings ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("change", "key"), [
+    ({"sftp_host": ""}, "sftp_host"),
+    ({"sftp_user": ""}, "sftp_user"),
+    ({"sftp_key": "", "sftp_pass": ""}, "sftp_key"),
+    ({"sftp_key": "/nonexistent/id_ed25519"}, "sftp_key"),
+    ({"sftp_port": 70000}, "sftp_port"),
+    ({"sftp_port": "ssh"}, "sftp_port"),
+    ({"sftp_verify": "md5"}, "sftp_verify"),
+    ({"sftp_stall_timeout_s": 0}, "sftp_stall_timeout_s"),
+    ({"insecure_skip_host_key_check": "yes"}, "insecure_skip_host_key_check"),
+])
+def test_bad_settings_name_the_key_and_the_fix(sshd, root, change, key):
+    config = {**sshd.site_config(root), **change}
+    with pytest.raises(ConfigError) as caught:
+        create_provider("sftp", SITE, config)
+    assert caught.value.key == f"sites.{SITE}.{key}" and caught.value.fix
+
+
+def test_missing_known_hosts_file_says_how_to_add_the_server(sshd, root, tmp_path):
+    missing = tmp_path / "nope" / "known_hosts"
+    with pytest.raises(ConfigError) as caught:
+        create_provider("sftp", SITE, sshd.site_config(root, known_hosts=str(missing)))
+    assert caught.value.key == f"sites.{SITE}.known_hosts"
+    assert f"ssh-keyscan -p {sshd.port} 127.0.0.1 >> {missing}" in caught.value.fix
+
+
+def test_passphrase_protected_key(sshd, root, make):
+    provider = make(sftp_key=sshd.protected_key, sftp_key_pass="correct horse")
+    assert provider.check() == []
+    with pytest.raises(ConfigError) as caught:
+        make(sftp_key=sshd.protected_key, sftp_key_pass="not-the-passphrase")
+    assert caught.value.key == f"sites.{SITE}.sftp_key_pass"
+    assert "wrong passphrase" in str(caught.value) and "not-the" not in str(caught.value)
+    with pytest.raises(ConfigError, match="encrypted"):
+        make(sftp_key=sshd.protected_key)
+
+
+# -- trust and login ----------------------------------------------------------------------------
+
+
+def test_unknown_host_key_is_refused_with_the_keyscan_line(sshd, make):
+    provider = make(known_hosts=sshd.known_hosts_with("unknown", "empty"))
+    with pytest.raises(PermanentError) as caught:
+        provider.stat("{root[work]}/x.bin")
+    text = str(caught.value)
+    assert "is not trusted" in text and "SHA256:" in text
+    assert f"ssh-keyscan -p {sshd.port} 127.0.0.1 >> " in text
+    assert provider.check() == [text]
+
+
+def test_changed_host_key_is_refused_as_possible_interception(sshd, make):
+    provider = make(known_hosts=sshd.known_hosts_with("changed", "wrong"))
+    with pytest.raises(PermanentError) as caught:
+        _put(provider, "{root[work]}/x.bin", b"data")
+    text = str(caught.value)
+    assert "has CHANGED" in text and "ssh-keygen -R" in text and "SHA256:" in text
+
+
+def test_opting_out_of_host_key_checks_is_explicit(sshd, make):
+    provider = make(known_hosts=sshd.known_hosts_with("ignored", "wrong"),
+                    insecure_skip_host_key_check=True)
+    _put(provider, "{root[work]}/x.bin", b"data")
+    assert provider.stat("{root[work]}/x.bin").size == 4
+
+
+def test_wrong_user_is_a_permanent_login_error_naming_the_fix(make):
+    provider = make(sftp_user="nobody")
+    with pytest.raises(PermanentError) as caught:
+        provider.stat("{root[work]}/x.bin")
+    assert "refused the login of user 'nobody'" in str(caught.value)
+    assert "authorized_keys" in str(caught.value)
+
+
+def test_wrong_password_is_permanent_and_never_shown(make):
+    provider = make(sftp_key="", sftp_pass="hunter2-not-it")
+    with pytest.raises(PermanentError) as caught:
+        provider.stat("{root[work]}/x.bin")
+    assert "refused the login" in str(caught.value)
+    assert "hunter2" not in str(caught.value) and "hunter2" not in repr(provider)
+
+
+def test_unreachable_server_is_transient(make):
+    provider = make(sftp_port=free_port(), sftp_connect_timeout_s=2)
+    started = time.monotonic()
+    with pytest.raises(TransientError, match="connection was refused"):
+        provider.stat("{root[work]}/x.bin")
+    assert time.monotonic() - started < 5
+
+
+# -- roots and permissions --------------------------------------------------------------------
+
+
+def test_missing_root_is_never_created(sshd, make, root):
+    gone = root / "not-mounted"
+    provider = make(root=gone)
+    for action in (lambda: provider.stat("{root[work]}/a/x.bin"),
+                   lambda: provider.open_writer("{root[work]}/a/x.bin", 3)):
+        with pytest.raises(PermanentError, match="does not exist on the SFTP server"):
+            action()
+    assert not gone.exists()
+    (problem,) = provider.check()
+    assert "root 'work'" in problem and str(gone) in problem
+
+
+def test_folder_without_write_permission(sshd, make, root):
+    locked = root / "locked"
+    locked.mkdir()
+    sshd.chown(locked)
+    locked.chmod(0o555)
+    provider = make()
+    with pytest.raises(PermanentError) as caught:
+        provider.open_writer("{root[work]}/locked/x.bin", 3)
+    assert "permission denied" in str(caught.value)
+    assert f"give the SFTP user '{sshd.user}' write access" in str(caught.value)
+    assert make(root=locked).check()[0].startswith("root 'work' of site 'remote' is not writable")
+
+
+def test_multiple_roots(sshd, make, root):
+    textures = sshd.folder(f"textures-{uuid.uuid4().hex[:8]}")
+    provider = make(root={"work": root, "textures": textures})
+    _put(provider, "{root[textures]}/t/wood.tx", b"wood")
+    _put(provider, "{root[work]}/s/sh010.exr", b"shot")
+    assert (textures / "t" / "wood.tx").read_bytes() == b"wood"
+    assert (root / "s" / "sh010.exr").read_bytes() == b"shot"
+    assert provider.check() == []
+
+
+# -- verification -----------------------------------------------------------------------------
+
+
+def test_large_uploads_are_hashed_by_the_server_small_ones_reread(make):
+    provider = make()
+    assert provider.features.verification == "server_hash_or_reread"
+    _put(provider, "{root[work]}/small.bin", os.urandom(1000))
+    assert provider.verifier.last_method == "reread"
+    data = os.urandom(REREAD_MAX_BYTES + 1)
+    info = _put(provider, "{root[work]}/large.bin", data)
+    assert provider.verifier.last_method == "server_hash"
+    assert info.hashes == _sha(data) and provider.features.verification == "server_hash"
+
+
+def test_server_without_a_shell_is_verified_by_reading_back(sshd, make, root):
+    provider = make(sftp_port=sshd.sftp_only_port)
+    data = os.urandom(2 * MiB)
+    _put(provider, "{root[work]}/large.bin", data)
+    assert provider.verifier.last_method == "reread"
+    assert provider.features.verification == "reread"
+    assert (root / "large.bin").read_bytes() == data
+
+
+def test_hash_mode_without_a_shell_names_the_fix(sshd, make):
+    provider = make(sftp_port=sshd.sftp_only_port, sftp_verify="hash")
+    (problem,) = provider.check()
+    assert "cannot run sha256sum" in problem and "sftp_verify to auto or reread" in problem
+    with pytest.raises(PermanentError, match="cannot run sha256sum"):
+        _put(provider, "{root[work]}/large.bin", os.urandom(2 * MiB))
+    assert provider.stat("{root[work]}/large.bin") is None
+
+
+def test_reread_mode_never_runs_commands(sshd, make):
+    provider = make(sftp_verify="reread")
+    _put(provider, "{root[work]}/large.bin", os.urandom(2 * MiB))
+    assert provider.verifier.last_method == "reread" and provider.features.verification == "reread"
+
+
+def test_a_part_corrupted_on_the_server_fails_verification(make, root):
+    provider = make()
+    data = os.urandom(3 * MiB)
+    writer = provider.open_writer("{root[work]}/rot.bin", len(data))
+    writer.write(data)
+    part = root / ".rot.bin.sitesync-part"
+    _wait_for_size(part, len(data))
+    with open(part, "r+b") as handle:  # bit rot on the server's disk
+        handle.seek(MiB)
+        handle.write(b"\xff" * 16)
+    with pytest.raises(TransientError, match="verification failed"):
+        writer.commit(len(data), _sha(data))
+    assert not part.exists() and provider.stat("{root[work]}/rot.bin") is None
+
+
+# -- pooling ------------------------------------------------------------------------------------
+
+
+def test_connections_are_reused_across_files(make):
+    provider = make()
+    for index in range(20):
+        _put(provider, f"{{root[work]}}/many/{index}.bin", os.urandom(100))
+        assert provider.stat(f"{{root[work]}}/many/{index}.bin").size == 100
+    assert provider.pool.connects == 1
+
+
+def test_channels_stay_within_the_servers_limit(make):
+    # The test server allows 10 sessions per connection; we claim 30 on one connection.
+    provider = make(sftp_max_connections=1, sftp_max_sessions=30)
+    errors: list[BaseException] = []
+
+    def work(index: int) -> None:
+        try:
+            data = os.urandom(300_000 + index)
+            _put(provider, f"{{root[work]}}/t/{index}.bin", data, chunk=64 * 1024)
+            assert _read(provider, f"{{root[work]}}/t/{index}.bin") == data
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(14)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert provider.pool.connects == 1
+
+
+# -- failures mid-transfer --------------------------------------------------------------------
+
+
+def test_dropped_connection_mid_upload_resumes_from_the_confirmed_offset(sshd, make, root):
+    provider = make()
+    data = os.urandom(8 * MiB)
+    writer = provider.open_writer("{root[work]}/cut.bin", len(data))
+    for start in range(0, 4 * MiB, MiB):
+        writer.write(data[start:start + MiB])
+    assert sshd.drop_connections() > 0
+    for start in range(4 * MiB, len(data), MiB):
+        writer.write(data[start:start + MiB])
+    upload = writer._upload
+    info = writer.commit(len(data), _sha(data))
+    assert upload.recoveries == 1 and provider.pool.connects >= 2
+    assert info.size == len(data) and (root / "cut.bin").read_bytes() == data
+
+
+def test_dropped_connection_mid_download_continues(sshd, make):
+    provider = make()
+    data = os.urandom(6 * MiB)
+    _put(provider, "{root[work]}/cut.bin", data)
+    out = bytearray()
+    with provider.open_reader("{root[work]}/cut.bin") as reader:
+        out += reader.read(MiB)
+        assert sshd.drop_connections() > 0
+        while block := reader.read(MiB):
+            out += block
+    assert bytes(out) == data
+
+
+def test_server_restart_between_files(sshd, make):
+    provider = make()
+    _put(provider, "{root[work]}/before.bin", b"before")
+    sshd.stop()
+    sshd.start()
+    _put(provider, "{root[work]}/after.bin", b"after")  # the pooled connection is stale
+    assert _read(provider, "{root[work]}/before.bin") == b"before"
+
+
+def test_server_down_fails_transient_and_the_next_attempt_resumes(sshd, make, root, monkeypatch):
+    monkeypatch.setattr(streams, "_RECOVERY_DELAYS", (0.05,))
+    provider = make(sftp_connect_timeout_s=2)
+    data = os.urandom(6 * MiB)
+    writer = provider.open_writer("{root[work]}/down.bin", len(data))
+    writer.write(data[:3 * MiB])
+    _wait_for_size(root / ".down.bin.sitesync-part", 3 * MiB)
+    sshd.stop()
+    try:
+        with pytest.raises(TransientError, match=r"cannot reach|lost"):
+            writer.write(data[3 * MiB:])
+            writer.commit(len(data), _sha(data))
+        writer.abort(keep_partial=True)  # what the engine does on a transient error
+    finally:
+        sshd.start()
+    writer = provider.open_writer("{root[work]}/down.bin", len(data), resume=True)
+    assert writer.offset >= 2 * MiB
+    writer.write(data[writer.offset:])
+    writer.commit(len(data), _sha(data))
+    assert (root / "down.bin").read_bytes() == data
+
+
+def test_stalled_server_is_given_up_on_and_the_upload_recovers(sshd, make, root):
+    provider = make(sftp_stall_timeout_s=1)
+    data = os.urandom(16 * MiB)
+    writer = provider.open_writer("{root[work]}/stall.bin", len(data))
+    writer.write(data[:MiB])
+    frozen = sshd.freeze_connections()
+    try:
+        started = time.monotonic()
+        for start in range(MiB, len(data), 4 * MiB):
+            writer.write(data[start:start + 4 * MiB])
+        writer.commit(len(data), _sha(data))
+        assert time.monotonic() - started < 15
+    finally:
+        sshd.kill(frozen)
+    assert (root / "stall.bin").read_bytes() == data
+
+
+def test_interrupt_cuts_a_blocked_write_short(sshd, make, root):
+    provider = make(sftp_stall_timeout_s=30)
+    data = os.urandom(32 * MiB)
+    writer = provider.open_writer("{root[work]}/paused.bin", len(data))
+    writer.write(data[:MiB])
+    frozen = sshd.freeze_connections()
+    outcome: list[BaseException] = []
+
+    def keep_writing() -> None:
+        try:
+            for start in range(MiB, len(data), 4 * MiB):
+                writer.write(data[start:start + 4 * MiB])
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=keep_writing)
+    try:
+        thread.start()
+        time.sleep(0.5)
+        assert thread.is_alive()  # blocked: the server does not take more
+        started = time.monotonic()
+        writer.interrupt()
+        thread.join(5)
+        assert not thread.is_alive() and time.monotonic() - started < 2
+        assert isinstance(outcome[0], CancelledTransfer)
+    finally:
+        sshd.kill(frozen)
+    writer.abort(keep_partial=True)
+    assert provider.stat("{root[work]}/paused.bin") is None
+
+
+@pytest.mark.skipif(not can_mount(), reason="mounting a tmpfs needs CAP_SYS_ADMIN (CI runs as root)")
+def test_full_disk_on_the_server_is_permanent_and_frees_the_part(sshd, make):
+    small = sshd.small_disk(f"full-{uuid.uuid4().hex[:8]}", "2m")
+    provider = make(root=small)
+    data = os.urandom(3 * MiB)
+    writer = provider.open_writer("{root[work]}/big.bin", len(data))
+    with pytest.raises(PermanentError) as caught:
+        for start in range(0, len(data), MiB):
+            writer.write(data[start:start + MiB])
+        writer.commit(len(data), _sha(data))
+    assert "disk full on the SFTP server" in str(caught.value)
+    assert "free space on the server" in str(caught.value)
+    writer.abort(keep_partial=False)
+    assert sorted(p.name for p in small.iterdir()) == []
+    _put(provider, "{root[work]}/fits.bin", os.urandom(MiB))  # space is back
