@@ -60,12 +60,14 @@ def run_checks(ctx: Any) -> Iterator[tuple[bool, str]]:
                     config.provider, site, {"root": dict(config.roots), **dict(config.options)})
                 try:
                     problems = provider.check()
+                    details = "" if problems else provider.describe()
                 finally:
                     provider.close()
             except SiteSyncError as exc:
-                problems = [str(exc)]
+                problems, details = [str(exc)], ""
             if problems:
                 for problem in problems:
                     yield False, f"site {site}: {redact(problem)}"
             else:
-                yield True, f"site {site} ({config.provider}): reachable"
+                yield True, redact(f"site {site} ({config.provider}): reachable"
+                                   + (f"; {details}" if details else ""))

@@ -241,5 +241,10 @@ class Provider(abc.ABC):
         """
         return []
 
+    def describe(self) -> str:
+        """How this site is reached and checked, in a few words, for `sitesync doctor`
+        after a clean :meth:`check` (e.g. the SFTP login and how uploads are verified)."""
+        return ""
+
     def close(self) -> None:  # noqa: B027 - optional hook, most providers hold nothing
         """Release connections and clients."""

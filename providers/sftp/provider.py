@@ -641,11 +641,22 @@ class SftpProvider(Provider):
                                     "the user write access there")
 
         await self._on_channel(roots, "checking", self.options.host)
-        if self.options.verify == "hash":
+        if self.options.verify != "reread" and self.verifier.server_hash_works is None:
             problem = await self.verifier.probe()
-            if problem is not None:
+            self.verifier.server_hash_works = problem is None
+            if problem is not None and self.options.verify == "hash":
                 problems.append(str(self.verifier._refused(problem)))
         return problems
+
+    def describe(self) -> str:
+        options = self.options
+        trust = (f"host key checked against {options.known_hosts}" if options.known_hosts
+                 else "host key NOT checked (insecure_skip_host_key_check)")
+        method = {
+            "server_hash": "with sha256sum on the server",
+            "reread": "by reading them back",
+        }.get(self.verifier.method, "with sha256sum on the server if it allows, else by reading back")
+        return f"logged in as {options.address}, {trust}, uploads verified {method}"
 
     def close(self) -> None:
         self._loop.close(self.pool.close() if self._loop.started else None)
