@@ -141,6 +141,11 @@ class SftpReader(_Interruptible, Reader):
             raise ValueError("reader is closed")
         return self._stream_call(self._download.read(size))
 
+    def changed(self) -> str | None:
+        if self._download is None:
+            return None
+        return self._provider._run(self._download.changed())
+
     def close(self) -> None:
         download, self._download = self._download, None
         if download is not None:
@@ -597,6 +602,55 @@ class SftpProvider(Provider):
                     await self._t(sftp.remove(target))
 
         self._run(self._on_channel(op, "deleting", path))
+
+    # -- housekeeping -------------------------------------------------------------------------
+
+    def sweep_partials(self, max_age_s: float) -> list[str]:
+        """Remove ``.<name>.sitesync-part`` files under every root whose mtime is older
+        than ``max_age_s``. SFTP has no locks: a part being written is told apart by its
+        mtime, which every write moves. Symlinks are never followed (the server's
+        readdir reports them as links). One listing per folder, eight at a time on one
+        channel; each request bounded by the stall timeout, the walk itself is not."""
+        try:
+            return self._loop.call(self._on_channel(lambda channel: self._sweep(channel, max_age_s),
+                                                    "checking", self.options.host), None)
+        except LoopClosedError:
+            return []
+        except concurrent.futures.CancelledError:
+            return []
+
+    async def _sweep(self, channel: Channel, max_age_s: float) -> list[str]:
+        sftp = channel.sftp
+        cutoff = time.time() - max_age_s
+        removed: list[str] = []
+        limit = asyncio.Semaphore(8)
+
+        async def visit(folder: str) -> list[str]:
+            async with limit:
+                try:
+                    entries = await self._t(sftp.readdir(folder))
+                except asyncssh.SFTPError:
+                    return []  # vanished or unreadable: housekeeping never fails the site
+            folders = []
+            for entry in entries:
+                name, attrs = entry.filename, entry.attrs
+                if name in (".", "..") or attrs.permissions is None:
+                    continue
+                path = posixpath.join(folder, name)
+                if stat_mod.S_ISDIR(attrs.permissions):
+                    folders.append(path)
+                elif (stat_mod.S_ISREG(attrs.permissions) and name.startswith(".")
+                      and name.endswith(PART_SUFFIX) and (attrs.mtime or 0) < cutoff):
+                    with contextlib.suppress(asyncssh.SFTPError):
+                        await self._t(sftp.remove(path))
+                        removed.append(path)
+            return folders
+
+        level = sorted({spec.path for spec in self._roots.values() if spec.path is not None})
+        while level:
+            found = await asyncio.gather(*(visit(folder) for folder in level))
+            level = [folder for folders in found for folder in folders]
+        return removed
 
     # -- health -----------------------------------------------------------------------------
 

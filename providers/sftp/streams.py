@@ -375,6 +375,28 @@ class Download(_Stream):
         self._fill()
         return b"".join(out)
 
+    async def changed(self) -> str | None:
+        """After the last byte: whether the file was written to, or replaced, while it was
+        read. SFTP v3 gives size and whole-second mtime only (no inode, no ctime), so a
+        same-size rewrite within the same second goes unseen here; the recorded checksum
+        catches it when there is one."""
+        if self.file is None or self.channel is None:
+            return None
+        try:
+            attrs = await asyncio.wait_for(self.file.stat(), self.options.stall_timeout_s)
+            if (attrs.size, attrs.mtime) != self.identity:
+                return "it was modified while being read"
+            try:
+                current = await asyncio.wait_for(self.channel.sftp.stat(self.path),
+                                                 self.options.stall_timeout_s)
+            except (asyncssh.SFTPNoSuchFile, asyncssh.SFTPNoSuchPath):
+                return None  # deleted or renamed away: the open handle still gave one version
+        except Exception as exc:
+            raise self.classify(exc) from exc
+        if (current.size, current.mtime) != self.identity:
+            return "it was replaced by another file while being read"
+        return None
+
     async def finish(self) -> None:
         await self._drop_tasks()
         await self._close_file()

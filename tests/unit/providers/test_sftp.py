@@ -418,3 +418,51 @@ def test_full_disk_on_the_server_is_permanent_and_frees_the_part(sshd, make):
     writer.abort(keep_partial=False)
     assert sorted(p.name for p in small.iterdir()) == []
     _put(provider, "{root[work]}/fits.bin", os.urandom(MiB))  # space is back
+
+
+# -- housekeeping and source changes -------------------------------------------------------------
+
+
+def test_sweep_removes_only_old_part_files_inside_the_roots(sshd, make, root):
+    day = 24 * 3600
+    outside = sshd.folder(f"outside-{uuid.uuid4().hex[:8]}")
+    files = {
+        "a/.old.exr.sitesync-part": 3 * day,
+        "a/b/.older.exr.sitesync-part": 9 * day,
+        "a/.young.exr.sitesync-part": 60,
+        "a/old.exr": 9 * day,
+    }
+    for rel, age in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+        os.utime(path, (time.time() - age, time.time() - age))
+    (outside / ".far.exr.sitesync-part").write_bytes(b"x")
+    os.utime(outside / ".far.exr.sitesync-part", (time.time() - 9 * day,) * 2)
+    (root / "link").symlink_to(outside)
+    sshd.chown(root)
+    sshd.chown(outside)
+    provider = make()
+    removed = provider.sweep_partials(2 * day)
+    assert sorted(removed) == [str(root / "a/.old.exr.sitesync-part"),
+                               str(root / "a/b/.older.exr.sitesync-part")]
+    assert (root / "a/.young.exr.sitesync-part").exists() and (root / "a/old.exr").exists()
+    assert (outside / ".far.exr.sitesync-part").exists()
+    assert provider.sweep_partials(2 * day) == []
+
+
+def test_a_source_rewritten_while_it_is_read_is_reported(sshd, make, root):
+    provider = make()
+    data = os.urandom(3 * MiB)
+    _put(provider, "{root[work]}/live.exr", data)
+    with provider.open_reader("{root[work]}/live.exr") as reader:
+        assert reader.read(MiB)
+        with open(root / "live.exr", "ab") as handle:  # someone appends on the server
+            handle.write(b"more")
+        while reader.read(MiB):
+            pass
+        assert reader.changed() == "it was modified while being read"
+    with provider.open_reader("{root[work]}/live.exr") as reader:
+        while reader.read(MiB):
+            pass
+        assert reader.changed() is None
