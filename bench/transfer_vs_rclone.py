@@ -12,8 +12,14 @@ same parallelism (`--transfers` = SiteSync's workers) and, in a second row, with
 `--checksum` hashing. Each run copies into a fresh destination; the page cache is warm
 for both tools (the source was just written), which is the fair comparison on one box.
 
+Then the same two workloads (smaller by default) between a local folder and an SFTP site
+on a throwaway OpenSSH sshd on 127.0.0.1, both ways, against `rclone copy` to the same
+server (see bench/sftp_bench.py; skipped with --no-sftp).
+
 Usage:  python -m bench.transfer_vs_rclone [--small 10000] [--small-size 16384]
                                             [--large-mib 1024] [--workers 8] [--out FILE]
+                                            [--sftp-small 2000] [--sftp-large-mib 256]
+                                            [--no-sftp]
 Prints a Markdown table (also written to --out if given).
 """
 
@@ -124,6 +130,9 @@ def main() -> None:
     parser.add_argument("--large-mib", type=int, default=1024)
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--out")
+    parser.add_argument("--sftp-small", type=int, default=2_000)
+    parser.add_argument("--sftp-large-mib", type=int, default=256)
+    parser.add_argument("--no-sftp", action="store_true", help="skip the SFTP rows")
     args = parser.parse_args()
     if shutil.which("rclone") is None:
         raise SystemExit("rclone not found: apt-get install rclone")
@@ -155,10 +164,31 @@ def main() -> None:
             ]
             for tool, seconds in results:
                 lines.append(_row(label, tool, seconds, count, total))
+    if not args.no_sftp:
+        lines += _sftp_lines(args)
     text = "\n".join(lines)
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")
+
+
+def _sftp_lines(args: argparse.Namespace) -> list[str]:
+    from bench.sftp_bench import sftp_available, sftp_rows
+
+    why = sftp_available()
+    if why:
+        return ["", f"SFTP rows skipped: {why}"]
+
+    def write(folder: Path, kind: str) -> list[Path]:
+        if kind == "small":
+            return _write_small(folder, args.sftp_small, args.small_size)
+        return _write_large(folder, args.sftp_large_mib)
+
+    workloads = [
+        (f"{args.sftp_small:,} x {args.small_size // 1024} KiB", "small", args.sftp_small),
+        (f"1 x {args.sftp_large_mib} MiB", "large", 1),
+    ]
+    return sftp_rows(workloads, write, args.workers, _row)
 
 
 if __name__ == "__main__":
