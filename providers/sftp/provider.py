@@ -603,6 +603,45 @@ class SftpProvider(Provider):
 
         self._run(self._on_channel(op, "deleting", path))
 
+    def move(self, source_path: str, target_path: str) -> RemoteFile:
+        """Rename within the site without ever replacing a file: SFTP's plain rename,
+        which OpenSSH performs as link + unlink and refuses when the target exists."""
+        src_root, src = self._locate(source_path)
+        dst_root, dst = self._locate(target_path)
+
+        async def op(channel: Channel) -> RemoteFile:
+            sftp = channel.sftp
+            await self._check_inside(sftp, src_root, src, source_path)
+            try:
+                attrs = await self._t(sftp.stat(src))
+            except _MISSING:
+                raise PermanentError(f"cannot move {src} on site '{self.site}': it does not "
+                                     "exist") from None
+            if attrs.permissions is not None and not stat_mod.S_ISREG(attrs.permissions):
+                raise PermanentError(f"cannot move {src} on site '{self.site}': not a regular file")
+            await self._ensure_folder(sftp, dst_root, posixpath.dirname(dst), target_path)
+            try:
+                await self._t(sftp.lstat(dst))
+                exists = True
+            except _MISSING:
+                exists = False
+            if exists:
+                raise PermanentError(f"cannot move {src} to {dst} on site '{self.site}': the "
+                                     "target already exists")
+            try:
+                await self._t(sftp.rename(src, dst))
+            except (asyncssh.SFTPFailure, asyncssh.SFTPFileAlreadyExists) as exc:
+                with contextlib.suppress(*_MISSING):
+                    await self._t(sftp.lstat(dst))
+                    raise PermanentError(f"cannot move {src} to {dst} on site '{self.site}': the "
+                                         "target already exists") from exc
+                raise
+            moved = await self._t(sftp.stat(dst))
+            return RemoteFile(path=target_path, size=moved.size or 0, id=posixpath.basename(dst),
+                              mtime=moved.mtime)
+
+        return self._run(self._on_channel(op, "writing", dst))
+
     # -- housekeeping -------------------------------------------------------------------------
 
     def sweep_partials(self, max_age_s: float) -> list[str]:

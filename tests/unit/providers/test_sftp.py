@@ -466,3 +466,18 @@ def test_a_source_rewritten_while_it_is_read_is_reported(sshd, make, root):
         while reader.read(MiB):
             pass
         assert reader.changed() is None
+
+
+def test_move_renames_on_the_server_and_never_replaces(make, root):
+    provider = make()
+    _put(provider, "{root[work]}/a/shot.exr", b"mine")
+    _put(provider, "{root[work]}/a/other.exr", b"theirs")
+    moved = provider.move("{root[work]}/a/shot.exr", "{root[work]}/conflicts/shot.1.exr")
+    assert moved.size == 4 and (root / "conflicts/shot.1.exr").read_bytes() == b"mine"
+    assert provider.stat("{root[work]}/a/shot.exr") is None
+    with pytest.raises(PermanentError, match="already exists"):
+        provider.move("{root[work]}/a/other.exr", "{root[work]}/conflicts/shot.1.exr")
+    assert (root / "a/other.exr").read_bytes() == b"theirs"
+    assert (root / "conflicts/shot.1.exr").read_bytes() == b"mine"
+    with pytest.raises(PermanentError, match="does not exist"):
+        provider.move("{root[work]}/a/gone.exr", "{root[work]}/a/gone2.exr")
