@@ -471,7 +471,7 @@ class SftpProvider(Provider):
             offset = kept if resume and kept <= size else 0
             upload = Upload(self.pool, self.site, self.options, part)
             upload.disk_full_check = lambda exc: self._disk_full(sftp, part, size, exc)
-            await upload.open(channel, offset)
+            await upload.open(channel, offset, kept)
             return upload
 
         upload = self._run(self._on_channel(op, "writing", part, keep=True))

@@ -167,20 +167,20 @@ class Upload(_Stream):
         self.block = BLOCK_BYTES
         self.disk_full_check: Callable[[BaseException], Awaitable[SiteSyncError]] | None = None
 
-    async def open(self, channel: Channel, offset: int) -> None:
-        """Open the part on ``channel`` (already leased), keeping ``offset`` bytes."""
+    async def open(self, channel: Channel, offset: int, existing: int) -> None:
+        """Open the part on ``channel`` (already leased), keeping ``offset`` of the
+        ``existing`` bytes a part file already holds."""
         self.channel = channel
         flags = asyncssh.FXF_READ | asyncssh.FXF_WRITE | asyncssh.FXF_CREAT
         if offset == 0:
             flags |= asyncssh.FXF_TRUNC
-        self.file = await asyncio.wait_for(channel.sftp.open(self.part, flags, encoding=None, block_size=0),
-                                           self.options.stall_timeout_s)
-        if offset == 0:
-            # FXF_TRUNC on an existing file is honoured by OpenSSH, but say it explicitly
-            # for servers that ignore it: a stale tail must not survive a fresh start.
-            attrs = await self.file.stat()
-            if attrs.size:
-                await self.file.truncate(0)
+        self.file = await asyncio.wait_for(
+            channel.sftp.open(self.part, flags, encoding=None, block_size=0),
+            self.options.stall_timeout_s)
+        if offset == 0 and existing:
+            # OpenSSH honours FXF_TRUNC, but say it explicitly for servers that ignore
+            # it: a stale tail must not survive a fresh start.
+            await asyncio.wait_for(self.file.truncate(0), self.options.stall_timeout_s)
         self.block = _block_size(channel.sftp, "max_write_len")
         self.pos = self.confirmed = offset
 
