@@ -126,6 +126,7 @@ class TrayController(QObject):
         notify_interval_s: float = 10.0,
         status_interval_s: float = 30.0,
         quit_timeout_s: float = 10.0,
+        reopen_delays_s: tuple[float, ...] = (2.0, 5.0, 10.0, 30.0),
         window_factory: Callable[..., QWidget] | None = None,
         parent: QObject | None = None,
     ) -> None:
@@ -148,6 +149,8 @@ class TrayController(QObject):
         self._count_running = False
         self._count_again = False
         self._create_demo = False
+        self._reopen_delays_s = reopen_delays_s
+        self._open_failures = 0
 
         self.background = Background(self)
         self.bridge = EngineBridge(self.bus, self)
@@ -182,6 +185,9 @@ class TrayController(QObject):
         self._count_throttle.setSingleShot(True)
         self._count_throttle.setInterval(2000)
         self._count_throttle.timeout.connect(self.refresh_failed)
+        self._reopen_timer = QTimer(self)
+        self._reopen_timer.setSingleShot(True)
+        self._reopen_timer.timeout.connect(self._reopen)
         self._set_engine_actions(False)
         self.update_view()
 
@@ -215,6 +221,8 @@ class TrayController(QObject):
         """Use an already running session (tests; also the end of start/restart)."""
         self.session = session
         self.store_error = ""
+        self._open_failures = 0
+        self._reopen_timer.stop()
         self._busy = False
         self._set_engine_actions(True)
         self._status_timer.start()
@@ -236,7 +244,12 @@ class TrayController(QObject):
         if self._quitting:
             threading.Thread(target=_stop_session, args=(session, 5.0), daemon=True).start()
             return
+        wanted = self.settings
         self.attach(session)
+        if session.engine.settings is not wanted:
+            # Settings were saved while this session was opening with the previous ones.
+            self.settings = session.engine.settings
+            self.apply_settings(wanted)
 
     def _on_session_failed(self, exc: BaseException) -> None:
         self._busy = False
@@ -244,7 +257,20 @@ class TrayController(QObject):
             f"cannot open the database: {redact(f'{type(exc).__name__}: {exc}')}")
         _log.error("cannot start syncing: %s", self.store_error)
         self.settings_action.setEnabled(True)
+        if isinstance(exc, StoreUnavailableError) and not self._quitting:
+            # The database is down (not misconfigured): keep trying, as the engine does
+            # once it runs. A settings change tries at once.
+            delays = self._reopen_delays_s
+            delay = delays[min(self._open_failures, len(delays) - 1)]
+            self._open_failures += 1
+            self.store_error += f" Trying again in {delay:g} s."
+            self._reopen_timer.start(int(delay * 1000))
         self.update_view()
+
+    @Slot()
+    def _reopen(self) -> None:
+        if self.session is None and not self._busy and not self._quitting:
+            self._open(self.settings, store=None)
 
     def _set_engine_actions(self, enabled: bool) -> None:
         for action in (self.pause_action, self.sync_action):
@@ -379,7 +405,9 @@ class TrayController(QObject):
         self.notifier.local_sites = {new.local_id}
         session = self.session
         if session is None:
-            self._open(new, store=None)  # e.g. the old database URL could not be opened
+            if not self._busy:  # e.g. the old database URL could not be opened
+                self._reopen_timer.stop()
+                self._open(new, store=None)
             return
         restart, reopen = needs_restart(old, new)
         if not restart:
@@ -428,6 +456,7 @@ class TrayController(QObject):
             return
         self._quitting = True
         self._status_timer.stop()
+        self._reopen_timer.stop()
         self.tray.hide()
         self._close_window()
         if self.settings_dialog is not None:

@@ -226,3 +226,38 @@ def test_single_instance_second_launch_asks_the_first_to_show(live, qtbot):
     third = SingleInstance(live.tmp)
     assert third.acquire()
     third.release()
+
+
+@pytest.mark.slow  # two 5-second server-selection timeouts before the server comes up
+def test_database_down_at_start_shows_offline_then_recovers(live, make_controller, qtbot, tmp_path):
+    import socket
+
+    from secantus import SecantusDBServer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    doc = json.loads(live.settings_path.read_text())
+    doc.update(database_url=f"mongodb://127.0.0.1:{port}/", database_name="tray_offline")
+    live.settings_path.write_text(json.dumps(doc))
+    controller = make_controller(reopen_delays_s=(0.5,))
+    controller.show()
+    controller.start(create_demo=True)
+    qtbot.waitUntil(lambda: controller.view is not None and controller.view.state == "offline",
+                    timeout=20000)
+    assert f"127.0.0.1:{port}" in controller.tray.toolTip()
+    assert "Trying again" in controller.tray.toolTip()
+    assert icon_colour(controller.tray) == STATE_COLOURS["offline"]
+    assert not controller.pause_action.isEnabled()
+    # The database comes up on that address: the tray opens it by itself and syncs.
+    server = SecantusDBServer(storage_path=str(tmp_path / "mongo"), port=port, sync_on_commit=True)
+    server.__enter__()
+    try:
+        qtbot.waitUntil(lambda: controller.session is not None, timeout=30000)
+        assert controller.store.list_projects()[0].name == "demo"  # the first run's demo
+        assert controller.pause_action.isEnabled()
+        qtbot.waitUntil(lambda: controller.view.state in ("syncing", "idle"), timeout=10000)
+        with qtbot.waitSignal(controller.finished, timeout=15000):
+            controller.quit()
+    finally:
+        server.__exit__(None, None, None)
