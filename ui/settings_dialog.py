@@ -98,6 +98,22 @@ def _with_error(field: QWidget | QVBoxLayout, error: QLabel) -> QWidget:
     return cell
 
 
+def _typed(option: Option, text: str) -> Any:
+    """A number field's text as a number when it reads as one; anything else stays text
+    so the validator reports it with the key and the fix."""
+    if option.kind in (Kind.WHOLE, Kind.NUMBER):
+        try:
+            return int(text)
+        except ValueError:
+            pass
+        if option.kind is Kind.NUMBER:
+            try:
+                return float(text)
+            except ValueError:
+                pass
+    return text
+
+
 def _problem_text(problems: list[ConfigError]) -> str:
     return "\n".join(f"{p.message}. Fix: {p.fix}" if p.fix else p.message for p in problems)
 
@@ -302,10 +318,8 @@ class SiteEditor(QDialog):
                     block.pop(option.key, None)
             elif isinstance(previous, Mapping):
                 block[option.key] = {**previous, self._platform: text}
-            elif option.kind is Kind.WHOLE and text.lstrip("-").isdigit():
-                block[option.key] = int(text)
             else:
-                block[option.key] = text
+                block[option.key] = _typed(option, text)
         return block
 
     def try_accept(self) -> bool:

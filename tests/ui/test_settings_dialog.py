@@ -155,3 +155,38 @@ def test_a_database_url_change_reopens_the_store_off_the_gui_thread(live, make_c
         qtbot.waitUntil(lambda: live.synced(mongo, repre, "studio"), timeout=30000)
     finally:
         mongo.close()
+
+
+def test_an_sftp_site_is_edited_with_its_own_options(live, qtbot):
+    dialog = SettingsDialog(live.settings)
+    qtbot.addWidget(dialog)
+    editor = dialog.site_editor()
+    editor.name_edit.setText("server")
+    editor.provider.setCurrentIndex(editor.provider.findData("sftp"))
+    fields = editor.option_widgets
+    assert {"sftp_host", "sftp_port", "sftp_user", "sftp_pass"} <= set(fields)
+    assert fields["sftp_pass"].echoMode() == fields["sftp_pass"].EchoMode.Password
+    editor.set_roots({"work": "/srv/projects"})
+    fields["sftp_host"].setText("127.0.0.1")
+    fields["sftp_user"].setText("artist")
+    fields["sftp_pass"].setText("s3cret-pw")
+    fields["sftp_port"].setText("not a port")
+    assert not editor.try_accept()
+    assert "sftp_port" in editor.errors.labels["option.sftp_port"].text()
+    assert "s3cret-pw" not in editor.errors.summary.text()
+    fields["sftp_port"].setText("2222")
+    fields["sftp_connect_timeout_s"].setText("7.5")
+    assert editor.try_accept()
+    assert editor.result_block["sftp_port"] == 2222
+    assert editor.result_block["sftp_connect_timeout_s"] == 7.5
+    dialog.apply_site(editor)
+    settings = dialog.save()
+    assert settings is not None
+    site = settings.site("server")
+    assert site.provider == "sftp" and site.options["sftp_user"] == "artist"
+    # Switching provider drops the old provider's options (they would be unknown keys).
+    edit = dialog.site_editor("server")
+    edit.provider.setCurrentIndex(edit.provider.findData("local_drive"))
+    edit.set_roots({"work": str(live.tmp)})
+    assert edit.try_accept()
+    assert not any(key.startswith("sftp_") for key in edit.result_block)
