@@ -1212,11 +1212,13 @@ class MongoStore(Store):
         self, project: str, coll: Collection[Doc], query: SummaryQuery, retry_cnt: int,
         now: datetime, narrow: Doc | None = None,
     ) -> Iterator[tuple[SummaryRow, datetime | None]]:
+        # The `_id` narrowing first: SecantusDB plans by key order and would otherwise
+        # scan the collection through the `type` index (MongoDB picks `_id` either way).
         mongo_query: Doc = {
+            **(narrow or {}),
             "type": "representation",
             "files.sites.name": {"$in": [query.active_site, query.remote_site]},
             **_text_query(query.text),
-            **(narrow or {}),
         }
         for doc in coll.find(mongo_query, _SUMMARY_PROJECTION):
             repre = self._parse_or_skip(project, doc)
