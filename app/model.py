@@ -273,6 +273,10 @@ class SummaryQuery:
     descending: bool = False
     offset: int = 0
     limit: int = 50
+    #: False: the caller does not need ``SummaryPage.status_counts`` (a later page of the
+    #: same query, or counts fetched separately), so a back-end may leave them empty and
+    #: skip aggregating every representation; ``total`` is exact either way.
+    with_counts: bool = True
 
     SORT_KEYS = (
         "asset", "subset", "version", "representation", "files_count", "size",

@@ -236,7 +236,8 @@ class Store(abc.ABC):
         the exact id). ``total`` counts rows after text and status filters;
         ``status_counts`` counts rows by status after the text filter only, so a filter
         menu can show how many rows each choice gives. Statuses come from
-        :mod:`app.status`.
+        :mod:`app.status`. With ``query.with_counts`` False a back-end may return empty
+        ``status_counts`` (and answer faster); rows and ``total`` are the same.
         """
 
     @abc.abstractmethod

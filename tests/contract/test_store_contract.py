@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -462,6 +463,25 @@ def test_summary_filter_sort_and_page(store):
     q7 = SummaryQuery("studio", "gdrive", sort_key="priority", descending=True, limit=1)
     assert [r.repre_id for r in store.summary_page("demo", q7, RETRY, later(20)).rows] == [
         ids["failed"]]
+
+
+def test_summary_page_without_counts_has_the_same_rows_and_total(store):
+    _seed_summary(store)
+    for i in range(12):  # more rows than a page, some sharing an asset name
+        store.insert_representation(make_repre(asset=f"sh{i % 5:03d}", subset=f"s{i}", version=i % 3))
+    for key in SummaryQuery.SORT_KEYS:
+        for descending in (False, True):
+            for text, statuses in (("", frozenset()), ("sh0", frozenset()),
+                                   ("", frozenset({Status.QUEUED}))):
+                for offset in (0, 5):
+                    q = SummaryQuery("studio", "gdrive", text=text, statuses=statuses,
+                                     sort_key=key, descending=descending, offset=offset, limit=6)
+                    full = store.summary_page("demo", q, RETRY, later(20))
+                    fast = store.summary_page("demo", replace(q, with_counts=False), RETRY, later(20))
+                    assert fast.rows == full.rows, (key, descending, text, offset)
+                    assert fast.total == full.total, (key, descending, text, offset)
+    assert store.summary_page("demo", SummaryQuery("studio", "gdrive", offset=500, with_counts=False),
+                              RETRY, later(20)).rows == ()
 
 
 def test_summary_rows_for_ids_match_the_page(store):
