@@ -11,8 +11,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
-from PySide6.QtGui import QGuiApplication
+from PySide6.QtCore import QModelIndex, QObject, Qt
+from PySide6.QtGui import QGuiApplication, QStandardItemModel
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QDialog,
@@ -37,7 +37,7 @@ from ui.queue.worker import TaskRunner
 __all__ = ["DetailDialog", "FileDetailModel"]
 
 _HEADERS = ("File", "Size", "Active site", "Remote site", "Status")
-Index = QModelIndex | QPersistentModelIndex
+_DISPLAY = int(Qt.ItemDataRole.DisplayRole)
 
 
 def _site_text(state: SiteState | None, status: Status, live: float | None) -> str:
@@ -52,26 +52,29 @@ def _site_text(state: SiteState | None, status: Status, live: float | None) -> s
     return text
 
 
-class FileDetailModel(QAbstractTableModel):
-    def __init__(self, ctx: QueueContext) -> None:
-        super().__init__()
+class FileDetailModel(QObject):
+    """The files of one representation, written into a C++ ``QStandardItemModel``
+    (``items``) so the table paints without calling Python (see ui.queue.cells)."""
+
+    def __init__(self, ctx: QueueContext, parent: QObject | None = None) -> None:
+        super().__init__(parent)
         self._ctx = ctx
         self._files: list[FileDetail] = []
         self._live: dict[tuple[str, str], float] = {}  # (file_id, side) -> fraction
+        self.items = QStandardItemModel(0, len(_HEADERS), self)
+        self.items.setHorizontalHeaderLabels([
+            _HEADERS[0], _HEADERS[1], f"{_HEADERS[2]}: {ctx.active_site}",
+            f"{_HEADERS[3]}: {ctx.remote_site}", _HEADERS[4]])
 
-    def set_files(self, files: list[FileDetail]) -> None:
-        """Replace the rows in place when the file list is the same (a refresh), so the
-        selection survives; reset only if files came or went."""
-        same = [f.file_id for f in files] == [f.file_id for f in self._files]
-        if same:
-            self._files = list(files)
-            if files:
-                self.dataChanged.emit(self.index(0, 0), self.index(len(files) - 1, len(_HEADERS) - 1))
-        else:
-            self.beginResetModel()
-            self._files = list(files)
-            self.endResetModel()
-        self._live = {k: v for k, v in self._live.items() if v < 1.0}
+    @property
+    def context(self) -> QueueContext:
+        return self._ctx
+
+    def rowCount(self) -> int:
+        return len(self._files)
+
+    def index(self, row: int, column: int) -> QModelIndex:
+        return self.items.index(row, column)
 
     def file(self, row: int) -> FileDetail:
         return self._files[row]
@@ -79,56 +82,51 @@ class FileDetailModel(QAbstractTableModel):
     def files(self) -> list[FileDetail]:
         return list(self._files)
 
+    def set_files(self, files: list[FileDetail]) -> None:
+        """Update the rows in place when the file list is the same (a refresh), so the
+        selection survives; rebuild them only if files came or went."""
+        self._live = {k: v for k, v in self._live.items() if v < 1.0}
+        same = [f.file_id for f in files] == [f.file_id for f in self._files]
+        self._files = list(files)
+        if not same:
+            self.items.removeRows(0, self.items.rowCount())
+            self.items.insertRows(0, len(files))
+        for row in range(len(files)):
+            self._write(row, create=not same)
+
     def apply_progress(self, file_id: str, side: str, fraction: float) -> None:
         self._live[(file_id, side)] = fraction
         for row, detail in enumerate(self._files):
             if detail.file_id == file_id:
-                column = 2 if side == "active" else 3
-                self.dataChanged.emit(self.index(row, column), self.index(row, column))
+                self._write(row)
 
-    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008 - Qt signature
-        return 0 if parent.isValid() else len(self._files)
-
-    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008 - Qt signature
-        return 0 if parent.isValid() else len(_HEADERS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation,
-                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            label = _HEADERS[section]
-            if section == 2:
-                label += f": {self._ctx.active_site}"
-            elif section == 3:
-                label += f": {self._ctx.remote_site}"
-            return label
-        return None
-
-    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid():
-            return None
-        detail = self._files[index.row()]
-        column = index.column()
-        if role == Qt.ItemDataRole.DisplayRole:
-            if column == 0:
-                return detail.path.rsplit("/", 1)[-1]
+    def _write(self, row: int, create: bool = False) -> None:
+        detail = self._files[row]
+        texts = (
+            detail.path.rsplit("/", 1)[-1],
+            pretty_size(detail.size),
+            _site_text(detail.active, detail.active_status,
+                       self._live.get((detail.file_id, "active"))),
+            _site_text(detail.remote, detail.remote_status,
+                       self._live.get((detail.file_id, "remote"))),
+            detail.status.label,
+        )
+        tips = (detail.path, "", _error(detail.active), _error(detail.remote), "")
+        for column, (text, tip) in enumerate(zip(texts, tips, strict=True)):
+            index = self.items.index(row, column)
+            if create:  # creates the item in C++ (setItemData needs one to exist)
+                self.items.setData(index, text, _DISPLAY)
+            roles: dict[int, object] = {_DISPLAY: text}
+            if tip:
+                roles[int(Qt.ItemDataRole.ToolTipRole)] = tip
             if column == 1:
-                return pretty_size(detail.size)
-            if column == 2:
-                return _site_text(detail.active, detail.active_status,
-                                  self._live.get((detail.file_id, "active")))
-            if column == 3:
-                return _site_text(detail.remote, detail.remote_status,
-                                  self._live.get((detail.file_id, "remote")))
-            return detail.status.label
-        if role == Qt.ItemDataRole.ToolTipRole:
-            if column == 0:
-                return detail.path
-            state = detail.active if column == 2 else detail.remote if column == 3 else None
-            if state is not None and state.error:
-                return state.error
-        if role == Qt.ItemDataRole.TextAlignmentRole and column == 1:
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        return None
+                roles[int(Qt.ItemDataRole.TextAlignmentRole)] = int(
+                    Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            self.items.setItemData(index, roles)
+
+
+def _error(state: SiteState | None) -> str:
+    return state.error or "" if state is not None else ""
 
 
 class DetailDialog(QDialog):
@@ -147,9 +145,10 @@ class DetailDialog(QDialog):
         self.title = QLabel(f"<b>{row.asset}</b> / {row.subset} / {pretty_version(row.version)}"
                             f" / {row.representation} &nbsp; ({ctx.project}: {ctx.active_site} ↔ "
                             f"{ctx.remote_site})")
-        self.model = FileDetailModel(ctx)
+        self.model = FileDetailModel(ctx, self)
         self.table = QTableView()
-        self.table.setModel(self.model)
+        self.table.setModel(self.model.items)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.verticalHeader().hide()

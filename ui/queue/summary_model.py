@@ -15,7 +15,12 @@ jump. Here:
   full page query of the loaded window, run at most every few seconds (adaptive: three
   times what the last full query took) and merged in without moving existing rows.
 * **Progress** between store writes comes from the bridge's coalesced ``progress``
-  signal as a per-file overlay; only rows on screen are repainted.
+  signal as a per-file overlay; only rows on screen are updated (the others when they
+  scroll into view).
+* **The view's model is C++.** :class:`SummaryModel` is a controller that keeps the rows
+  in Python and writes their cells into a plain ``QStandardItemModel`` (``.items``), so
+  painting never calls into Python and never waits for the GIL the engine's threads hold
+  (see :mod:`ui.queue.cells`).
 
 All store work is serialised on one "update lane" so an older answer can never overwrite
 a newer one; page answers carry the query generation and are dropped when stale.
@@ -28,51 +33,22 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any
 
-from PySide6.QtCore import (
-    QAbstractTableModel,
-    QModelIndex,
-    QObject,
-    QPersistentModelIndex,
-    Qt,
-    QTimer,
-    Signal,
-)
-from PySide6.QtGui import QColor
+from PySide6.QtCore import QModelIndex, QObject, Qt, QTimer, Signal
+from PySide6.QtGui import QStandardItemModel
 
 from app.errors import SiteSyncError
 from app.events.types import FileProgress
-from app.model import SideSummary, Status, SummaryPage, SummaryQuery, SummaryRow
+from app.model import Status, SummaryPage, SummaryQuery, SummaryRow
 from app.store.base import Store
-from ui.queue.columns import COLUMNS, column_index, pretty_date, pretty_size, pretty_version
+from ui.queue.cells import ACTIVE, REMOTE, SITE_ROLE, SiteCell, cell_roles, site_roles
+from ui.queue.columns import COLUMNS, column_index, pretty_date
 from ui.queue.worker import TaskRunner
 
-__all__ = [
-    "ROW_ROLE",
-    "SITE_ROLE",
-    "STATUS_ROLE",
-    "QueueContext",
-    "SiteCell",
-    "SummaryModel",
-]
+__all__ = ["SITE_ROLE", "QueueContext", "SiteCell", "SummaryModel"]
 
-SITE_ROLE = int(Qt.ItemDataRole.UserRole) + 1
-ROW_ROLE = int(Qt.ItemDataRole.UserRole) + 2
-STATUS_ROLE = int(Qt.ItemDataRole.UserRole) + 3
-
-_ACTIVE = column_index("active")
-_REMOTE = column_index("remote")
-_STATUS = column_index("status")
-_RIGHT = {column_index(k) for k in ("version", "files", "size", "priority")}
-_STATUS_COLORS = {
-    Status.FAILED: QColor(200, 40, 40),
-    Status.PAUSED: QColor(150, 110, 0),
-    Status.IN_PROGRESS: QColor(30, 100, 200),
-    Status.SYNCED: QColor(40, 140, 60),
-}
-
-Index = QModelIndex | QPersistentModelIndex
+_DISPLAY = int(Qt.ItemDataRole.DisplayRole)
 
 
 def utc_now() -> datetime:
@@ -98,25 +74,21 @@ class QueueContext:
         return None
 
 
-class SiteCell(NamedTuple):
-    """What the site delegate paints for one side of a row."""
-
-    site: str
-    provider: str
-    progress: float
-    status: Status
-    date: str
-    tries: int
-    error: str | None
-
-
-class SummaryModel(QAbstractTableModel):
-    """See the module docstring. Construct in the GUI thread; call :meth:`set_context`."""
+class SummaryModel(QObject):
+    """See the module docstring. Construct in the GUI thread; call :meth:`set_context`;
+    give ``items`` to the view."""
 
     #: A new query started (True) or its first page arrived (False).
     loading_changed = Signal(bool)
-    #: The first page of a new query was applied (after the model reset).
+    #: The rows of a new query are about to replace the table's (selection: remember it).
+    about_to_reset = Signal()
+    #: The first page of a new query was applied.
     page_loaded = Signal()
+    #: Some loaded rows changed, came or went (actions: re-check what applies).
+    rows_changed = Signal()
+    #: Rows are about to be inserted or removed in place / were (the view keeps its top row).
+    rows_about_to_move = Signal()
+    rows_moved = Signal()
     #: total / status counts / loaded rows changed.
     counts_changed = Signal()
     #: A query failed; the text says why (StoreUnavailableError texts say what to do).
@@ -138,16 +110,21 @@ class SummaryModel(QAbstractTableModel):
         self._runner = runner
         self._clock = clock
         self.page_size = page_size
+        #: What the table view shows: cells only, in C++ (see the module docstring).
+        self.items = QStandardItemModel(0, len(COLUMNS), self)
         self._ctx: QueueContext | None = None
         self._text = ""
         self._statuses: frozenset[Status] = frozenset()
         self._sort_column = column_index("asset")
         self._descending = False
+        self._set_headers()
 
         self._rows: list[SummaryRow] = []
+        self._cells: list[tuple[SiteCell, SiteCell]] = []  # as written into ``items``
         self._index: dict[str, int] = {}
         self._total = 0
         self._counts: dict[Status, int] = {}
+        self._counts_ready = False
         self._generation = 0
         self._loading = False
         self._fetching = False
@@ -167,8 +144,10 @@ class SummaryModel(QAbstractTableModel):
         self._merge_timer.setSingleShot(True)
         self._merge_timer.timeout.connect(self._on_merge_timer)
 
-        # Live progress: repre_id -> {(side, file_id): [live fraction, baseline]}.
+        # Live progress: repre_id -> {(side, file_id): [live fraction, baseline]}; rows
+        # off screen are only marked stale and written when they scroll into view.
         self._overlay: dict[str, dict[tuple[str, str], list[float]]] = {}
+        self._stale: set[str] = set()
         self._visible: Callable[[], tuple[int, int] | None] = lambda: None
 
     # -- public API ------------------------------------------------------------------------
@@ -188,6 +167,11 @@ class SummaryModel(QAbstractTableModel):
         return dict(self._counts)
 
     @property
+    def counts_ready(self) -> bool:
+        """False while the status counts are still those of a previous query."""
+        return self._counts_ready
+
+    @property
     def unfiltered_total(self) -> int:
         """Rows under the text filter, any status."""
         return sum(self._counts.values())
@@ -205,6 +189,11 @@ class SummaryModel(QAbstractTableModel):
         return self._statuses
 
     @property
+    def sort_order(self) -> tuple[int, Qt.SortOrder]:
+        order = Qt.SortOrder.DescendingOrder if self._descending else Qt.SortOrder.AscendingOrder
+        return self._sort_column, order
+
+    @property
     def idle(self) -> bool:
         """No query, page or update pending (tests and the benchmark wait for this)."""
         return not (self._loading or self._fetching or self._lane_busy or self._pending_ids
@@ -214,15 +203,35 @@ class SummaryModel(QAbstractTableModel):
         """``provider()`` gives the first and last row on screen (None: unknown, all)."""
         self._visible = provider
 
+    def rowCount(self) -> int:
+        return len(self._rows)
+
+    def row(self, row: int) -> SummaryRow:
+        return self._rows[row]
+
+    def row_of(self, repre_id: str) -> int | None:
+        return self._index.get(repre_id)
+
+    def rows(self) -> list[SummaryRow]:
+        return list(self._rows)
+
+    def index(self, row: int, column: int) -> QModelIndex:
+        return self.items.index(row, column)
+
+    def site_cell(self, row: int, side: str) -> SiteCell:
+        """What the table shows (or will show once on screen) for one side of a row."""
+        return self._site_cell(self._rows[row], side)
+
     def set_context(self, ctx: QueueContext | None) -> None:
         """Show another project or site pair: the table empties and the first page loads."""
         if ctx == self._ctx:
             return
         self._ctx = ctx
         self._overlay.clear()
-        self.beginResetModel()
-        self._rows, self._index, self._total, self._counts = [], {}, 0, {}
-        self.endResetModel()
+        self._set_headers()
+        self.about_to_reset.emit()
+        self._set_rows([])
+        self._total, self._counts = 0, {}
         self.counts_changed.emit()
         self.requery()
 
@@ -238,6 +247,7 @@ class SummaryModel(QAbstractTableModel):
             self.requery()
 
     def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
+        """Server-side sort (the header's sort indicator is connected here)."""
         descending = order == Qt.SortOrder.DescendingOrder
         if not 0 <= column < len(COLUMNS):
             return
@@ -245,13 +255,8 @@ class SummaryModel(QAbstractTableModel):
             self._sort_column, self._descending = column, descending
             self.requery()
 
-    @property
-    def sort_order(self) -> tuple[int, Qt.SortOrder]:
-        order = Qt.SortOrder.DescendingOrder if self._descending else Qt.SortOrder.AscendingOrder
-        return self._sort_column, order
-
     def requery(self) -> None:
-        """Run the current query again from the first page (the model resets when it
+        """Run the current query again from the first page (the rows are replaced when it
         lands, keeping the old rows on screen until then)."""
         self._generation += 1
         self._runner.supersede("more")
@@ -264,13 +269,35 @@ class SummaryModel(QAbstractTableModel):
             self._set_loading(False)
             return
         self._set_loading(True)
-        query = self._query(0, self.page_size)
+        # Rows first, counts right after on the update lane: on SQLite a page without
+        # counts is about six times faster on a big project (Store.summary_page).
+        query = self._query(0, self.page_size, counts=False)
         generation = self._generation
         self._runner.submit(
             self._timed(query),
             lambda result: self._on_first_page(generation, result),
             lambda exc: self._on_query_failed(generation, exc),
             channel="page",
+        )
+
+    def canFetchMore(self) -> bool:
+        if self._ctx is None or self._loading or self._fetching:
+            return False
+        return len(self._rows) < self._total
+
+    def fetchMore(self) -> None:
+        """Load the next page (the view calls this when scrolled near the end)."""
+        if not self.canFetchMore():
+            return
+        self._fetching = True
+        self._removed_during_fetch = False
+        generation = self._generation
+        query = self._query(len(self._rows), self.page_size, counts=False)
+        self._runner.submit(
+            self._timed(query),
+            lambda result: self._on_more(generation, result),
+            lambda exc: self._on_more_failed(generation, exc),
+            channel="more",
         )
 
     def refresh_rows(self, repre_ids: Iterable[str]) -> None:
@@ -285,15 +312,6 @@ class SummaryModel(QAbstractTableModel):
         self._merge_wanted = True
         self._pump()
 
-    def row(self, row: int) -> SummaryRow:
-        return self._rows[row]
-
-    def row_of(self, repre_id: str) -> int | None:
-        return self._index.get(repre_id)
-
-    def rows(self) -> list[SummaryRow]:
-        return list(self._rows)
-
     # -- live progress ---------------------------------------------------------------------
 
     def apply_progress(self, batch: dict[Any, FileProgress]) -> None:
@@ -301,7 +319,7 @@ class SummaryModel(QAbstractTableModel):
         ctx = self._ctx
         if ctx is None:
             return
-        touched: dict[int, set[int]] = {}
+        touched = set()
         for event in batch.values():
             if event.project != ctx.project or event.repre_id not in self._index:
                 continue
@@ -312,9 +330,8 @@ class SummaryModel(QAbstractTableModel):
             files = self._overlay.setdefault(event.repre_id, {})
             entry = files.setdefault((side, event.file_id), [0.0, 0.0])
             entry[0] = max(entry[0], fraction) if entry[0] < 1.0 else entry[0]
-            touched.setdefault(self._index[event.repre_id], set()).add(
-                _ACTIVE if side == "active" else _REMOTE)
-        self._repaint(touched)
+            touched.add(event.repre_id)
+        self._show_progress(touched)
 
     def file_finished(self, project: str, repre_id: str, file_id: str, target_site: str,
                       synced: bool) -> None:
@@ -331,7 +348,7 @@ class SummaryModel(QAbstractTableModel):
             files.setdefault((side, file_id), [0.0, 0.0])[0] = 1.0
         else:
             files.pop((side, file_id), None)
-        self._repaint({self._index[repre_id]: {_ACTIVE if side == "active" else _REMOTE}})
+        self._show_progress({repre_id})
 
     def side_progress(self, row: SummaryRow, side: str) -> float:
         """The store's mean progress of the side plus the live overlay's advance."""
@@ -343,96 +360,33 @@ class SummaryModel(QAbstractTableModel):
             progress += gain / row.files_count
         return min(1.0, progress)
 
-    # -- Qt model --------------------------------------------------------------------------
-
-    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008 - Qt signature
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008 - Qt signature
-        return 0 if parent.isValid() else len(COLUMNS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation,
-                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if orientation != Qt.Orientation.Horizontal or not 0 <= section < len(COLUMNS):
-            return None
-        if role == Qt.ItemDataRole.DisplayRole:
-            label = COLUMNS[section].label
-            if self._ctx is not None and section in (_ACTIVE, _REMOTE):
-                site = self._ctx.active_site if section == _ACTIVE else self._ctx.remote_site
-                label = f"{label}: {site}"
-            return label
-        if role == Qt.ItemDataRole.ToolTipRole and section in (_ACTIVE, _REMOTE):
-            return "Provider, progress and the date the files arrived (or last failed)"
-        return None
-
-    def canFetchMore(self, parent: Index = QModelIndex()) -> bool:  # noqa: B008 - Qt signature
-        if parent.isValid() or self._ctx is None or self._loading or self._fetching:
-            return False
-        return len(self._rows) < self._total
-
-    def fetchMore(self, parent: Index = QModelIndex()) -> None:  # noqa: B008 - Qt signature
-        if not self.canFetchMore(parent):
+    def show_visible(self) -> None:
+        """Write the live progress of stale rows that are now on screen (the view calls
+        this when it scrolls)."""
+        if not self._stale:
             return
-        self._fetching = True
-        self._removed_during_fetch = False
-        generation = self._generation
-        query = self._query(len(self._rows), self.page_size)
-        self._runner.submit(
-            self._timed(query),
-            lambda result: self._on_more(generation, result),
-            lambda exc: self._on_more_failed(generation, exc),
-            channel="more",
-        )
+        visible = self._visible()
+        if visible is None:
+            return
+        first, last = visible
+        for repre_id in [i for i in self._stale if first <= self._index.get(i, -1) <= last]:
+            self._stale.discard(repre_id)
+            self._write_sites(self._index[repre_id])
 
-    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or index.row() >= len(self._rows):
-            return None
-        row = self._rows[index.row()]
-        column = index.column()
-        if role == Qt.ItemDataRole.DisplayRole:
-            return self._display(row, column)
-        if role == SITE_ROLE and column in (_ACTIVE, _REMOTE):
-            return self._site_cell(row, "active" if column == _ACTIVE else "remote")
-        if role == ROW_ROLE:
-            return row
-        if role == STATUS_ROLE:
-            return row.status
-        if role == Qt.ItemDataRole.ToolTipRole:
-            return self._tooltip(row, column)
-        if role == Qt.ItemDataRole.TextAlignmentRole and column in _RIGHT:
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        if role == Qt.ItemDataRole.ForegroundRole and column == _STATUS:
-            return _STATUS_COLORS.get(row.status)
-        return None
+    # -- writing cells -----------------------------------------------------------------------
 
-    # -- cells -----------------------------------------------------------------------------
-
-    def _display(self, row: SummaryRow, column: int) -> str | int | None:
-        key = COLUMNS[column].key
-        if key == "asset":
-            return row.asset
-        if key == "subset":
-            return row.subset
-        if key == "version":
-            return pretty_version(row.version)
-        if key == "representation":
-            return row.representation
-        if key in ("active", "remote"):
-            cell = self._site_cell(row, key)
-            return f"{cell.progress:.0%} {cell.date or cell.status.label}"
-        if key == "files":
-            return row.files_count
-        if key == "size":
-            return pretty_size(row.size)
-        if key == "priority":
-            return row.priority
-        if key == "status":
-            return row.status.label
-        return None
+    def _set_headers(self) -> None:
+        labels = []
+        for i, column in enumerate(COLUMNS):
+            label = column.label
+            if self._ctx is not None and i in (ACTIVE, REMOTE):
+                label += f": {self._ctx.active_site if i == ACTIVE else self._ctx.remote_site}"
+            labels.append(label)
+        self.items.setHorizontalHeaderLabels(labels)
 
     def _site_cell(self, row: SummaryRow, side: str) -> SiteCell:
         ctx = self._ctx
-        summary: SideSummary = row.active if side == "active" else row.remote
+        summary = row.active if side == "active" else row.remote
         site = provider = ""
         if ctx is not None:
             site = ctx.active_site if side == "active" else ctx.remote_site
@@ -440,25 +394,72 @@ class SummaryModel(QAbstractTableModel):
         return SiteCell(site, provider, self.side_progress(row, side), summary.status,
                         pretty_date(summary.updated_dt), summary.tries, summary.error)
 
-    def _tooltip(self, row: SummaryRow, column: int) -> str | None:
-        if column in (_ACTIVE, _REMOTE):
-            cell = self._site_cell(row, "active" if column == _ACTIVE else "remote")
-            lines = [f"{cell.site} ({cell.provider or 'unknown provider'}): {cell.status.label}, "
-                     f"{cell.progress:.0%}"]
-            if cell.tries:
-                lines.append(f"failed tries: {cell.tries}")
-            if cell.error:
-                lines.append(f"last error: {cell.error}")
-            return "\n".join(lines)
-        if column == _STATUS:
-            errors = [f"{side}: {s.error}" for side, s in (("active", row.active),
-                                                             ("remote", row.remote)) if s.error]
-            return "\n".join([row.status.label, *errors])
-        return None
+    def _write_row(self, at: int, old: SummaryRow | None = None) -> None:
+        """Write row ``at`` into ``items``; with ``old``, only the cells that changed."""
+        row = self._rows[at]
+        cells = (self._site_cell(row, "active"), self._site_cell(row, "remote"))
+        previous = self._cells[at] if old is not None else None
+        self._cells[at] = cells
+        for column in range(len(COLUMNS)):
+            if previous is not None:
+                if column == ACTIVE and previous[0] == cells[0]:
+                    continue
+                if column == REMOTE and previous[1] == cells[1]:
+                    continue
+                if column not in (ACTIVE, REMOTE) and _same_cell(old, row, column):
+                    continue
+            index = self.items.index(at, column)
+            roles = cell_roles(row, column, *cells)
+            if old is None:  # creates the item in C++ (setItemData needs one to exist)
+                self.items.setData(index, roles[_DISPLAY], _DISPLAY)
+            self.items.setItemData(index, roles)
+
+    def _write_sites(self, at: int) -> None:
+        row = self._rows[at]
+        cells = (self._site_cell(row, "active"), self._site_cell(row, "remote"))
+        for column, old, new in ((ACTIVE, self._cells[at][0], cells[0]),
+                                 (REMOTE, self._cells[at][1], cells[1])):
+            if old != new:
+                self.items.setItemData(self.items.index(at, column), site_roles(new))
+        self._cells[at] = cells
+
+    def _show_progress(self, repre_ids: set[str]) -> None:
+        visible = self._visible()
+        for repre_id in repre_ids:
+            at = self._index.get(repre_id)
+            if at is None:
+                continue
+            if visible is not None and not visible[0] <= at <= visible[1]:
+                self._stale.add(repre_id)
+                continue
+            self._write_sites(at)
+
+    def _set_rows(self, rows: list[SummaryRow]) -> None:
+        """Replace every row (a new query): one remove and one insert for the view."""
+        if self.items.rowCount():
+            self.items.removeRows(0, self.items.rowCount())
+        self._rows = rows
+        self._cells = [None] * len(rows)  # type: ignore[list-item]
+        self._index = {r.repre_id: i for i, r in enumerate(rows)}
+        self._stale.clear()
+        if rows:
+            self.items.insertRows(0, len(rows))
+            for at in range(len(rows)):
+                self._write_row(at)
+
+    def _insert_rows(self, position: int, rows: list[SummaryRow]) -> None:
+        self.rows_about_to_move.emit()
+        self._rows[position:position] = rows
+        self._cells[position:position] = [None] * len(rows)  # type: ignore[list-item]
+        self._reindex(position)
+        self.items.insertRows(position, len(rows))
+        for at in range(position, position + len(rows)):
+            self._write_row(at)
+        self.rows_moved.emit()
 
     # -- queries ---------------------------------------------------------------------------
 
-    def _query(self, offset: int, limit: int) -> SummaryQuery:
+    def _query(self, offset: int, limit: int, counts: bool = True) -> SummaryQuery:
         assert self._ctx is not None
         return SummaryQuery(
             active_site=self._ctx.active_site,
@@ -469,6 +470,7 @@ class SummaryModel(QAbstractTableModel):
             descending=self._descending,
             offset=offset,
             limit=limit,
+            with_counts=counts,
         )
 
     def _timed(self, query: SummaryQuery) -> Callable[[], tuple[SummaryPage, float]]:
@@ -491,17 +493,19 @@ class SummaryModel(QAbstractTableModel):
     def _on_first_page(self, generation: int, result: tuple[SummaryPage, float]) -> None:
         if generation != self._generation:
             return
-        page, seconds = result
-        self._last_full_query_s = seconds
-        self.beginResetModel()
-        self._rows = _unique(page.rows)
-        self._reindex(0)
-        self._take_counts(page)
-        self._overlay = {k: v for k, v in self._overlay.items() if k in self._index}
-        self.endResetModel()
+        page, _seconds = result
+        self.about_to_reset.emit()
+        rows = _unique(page.rows)
+        keep = {r.repre_id for r in rows}
+        self._overlay = {k: v for k, v in self._overlay.items() if k in keep}
+        self._set_rows(rows)
+        self._take_counts(page, fresh_query=True)
         self._set_loading(False)
         self.counts_changed.emit()
         self.page_loaded.emit()
+        self.rows_changed.emit()
+        if not page.status_counts and page.total:
+            self._merge_due = True  # the status counts, now
         self._after_page()
 
     def _on_query_failed(self, generation: int, exc: BaseException) -> None:
@@ -514,19 +518,15 @@ class SummaryModel(QAbstractTableModel):
         if generation != self._generation:
             return
         self._fetching = False
-        page, seconds = result
-        self._last_full_query_s = seconds
+        page, _seconds = result
         if self._removed_during_fetch:
             # Rows left the table meanwhile, so the offset skipped some: ask again.
             self.fetchMore()
             return
         new = [r for r in _unique(page.rows) if r.repre_id not in self._index]
         if new:
-            first = len(self._rows)
-            self.beginInsertRows(QModelIndex(), first, first + len(new) - 1)
-            self._rows.extend(new)
-            self._reindex(first)
-            self.endInsertRows()
+            self._insert_rows(len(self._rows), new)
+            self.rows_changed.emit()
         self._take_counts(page)
         self.counts_changed.emit()
         self._after_page()
@@ -542,9 +542,13 @@ class SummaryModel(QAbstractTableModel):
         self._pending_ids |= changed & self._index.keys()
         self._pump()
 
-    def _take_counts(self, page: SummaryPage) -> None:
+    def _take_counts(self, page: SummaryPage, fresh_query: bool = False) -> None:
         self._total = page.total
-        self._counts = dict(page.status_counts)
+        if page.status_counts or not page.total:
+            self._counts = dict(page.status_counts)
+            self._counts_ready = True
+        elif fresh_query:
+            self._counts_ready = False  # the old query's counts; the merge brings new ones
 
     # -- the update lane -------------------------------------------------------------------
 
@@ -603,6 +607,7 @@ class SummaryModel(QAbstractTableModel):
             self._replace(new)
         gone = sorted((self._index[i] for i in requested - found if i in self._index), reverse=True)
         self._remove_rows(gone)
+        self.rows_changed.emit()
 
     def _on_merge(self, result: tuple[SummaryPage, float]) -> None:
         """Insert rows that appeared inside the loaded window at their place, refresh the
@@ -611,28 +616,34 @@ class SummaryModel(QAbstractTableModel):
         page, seconds = result
         self._last_full_query_s = seconds
         position = 0
+        run: list[SummaryRow] = []  # consecutive new rows, inserted in one go
         for new in _unique(page.rows):
             at = self._index.get(new.repre_id)
-            if at is not None:
-                self._replace(new)
-                position = max(position, at + 1)
+            if at is None:
+                run.append(new)
                 continue
-            self.beginInsertRows(QModelIndex(), position, position)
-            self._rows.insert(position, new)
-            self._reindex(position)
-            self.endInsertRows()
-            position += 1
+            if run:
+                self._insert_rows(position, run)
+                position += len(run)
+                run = []
+                at = self._index[new.repre_id]
+            self._replace(new)
+            position = max(position, at + 1)
+        if run:
+            self._insert_rows(position, run)
         self._take_counts(page)
         self.counts_changed.emit()
+        self.rows_changed.emit()
 
     def _replace(self, new: SummaryRow) -> None:
         at = self._index.get(new.repre_id)
         if at is None:
             return
         self._rebase_overlay(new.repre_id)
-        if self._rows[at] != new:
-            self._rows[at] = new
-            self.dataChanged.emit(self.index(at, 0), self.index(at, len(COLUMNS) - 1))
+        old = self._rows[at]
+        self._rows[at] = new
+        self._stale.discard(new.repre_id)
+        self._write_row(at, old)
 
     def _remove_rows(self, descending_rows: list[int]) -> None:
         """Remove rows (given highest first), contiguous runs in one step."""
@@ -646,22 +657,23 @@ class SummaryModel(QAbstractTableModel):
                 runs[-1] = (r, runs[-1][1])
             else:
                 runs.append((r, r))
+        self.rows_about_to_move.emit()
         for first, last in runs:
-            self.beginRemoveRows(QModelIndex(), first, last)
             for repre in self._rows[first:last + 1]:
                 self._overlay.pop(repre.repre_id, None)
+                self._stale.discard(repre.repre_id)
                 self._index.pop(repre.repre_id, None)
             del self._rows[first:last + 1]
+            del self._cells[first:last + 1]
             self._reindex(first)
-            self.endRemoveRows()
+            self.items.removeRows(first, last - first + 1)
+        self.rows_moved.emit()
         self._total = max(len(self._rows), self._total - len(descending_rows))
         self.counts_changed.emit()
 
     def _reindex(self, start: int) -> None:
         for i in range(start, len(self._rows)):
             self._index[self._rows[i].repre_id] = i
-        if start == 0:
-            self._index = {r.repre_id: i for i, r in enumerate(self._rows)}
 
     # -- overlay ---------------------------------------------------------------------------
 
@@ -678,14 +690,15 @@ class SummaryModel(QAbstractTableModel):
         if not files:
             del self._overlay[repre_id]
 
-    def _repaint(self, touched: dict[int, set[int]]) -> None:
-        visible = self._visible()
-        for row, columns in touched.items():
-            if visible is not None and not visible[0] <= row <= visible[1]:
-                continue
-            for column in columns:
-                index = self.index(row, column)
-                self.dataChanged.emit(index, index, [SITE_ROLE, Qt.ItemDataRole.DisplayRole])
+
+def _same_cell(old: SummaryRow | None, new: SummaryRow, column: int) -> bool:
+    """Whether a non-site cell shows the same thing for both rows."""
+    if old is None:
+        return False
+    return cell_roles(old, column, *_NO_CELLS) == cell_roles(new, column, *_NO_CELLS)
+
+
+_NO_CELLS = (SiteCell("", "", 0.0, Status.NOT_AVAILABLE, "", 0, None),) * 2
 
 
 def _unique(rows: Iterable[SummaryRow]) -> list[SummaryRow]:
@@ -704,4 +717,3 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, SiteSyncError):
         return str(exc)
     return f"internal error: {type(exc).__name__}: {exc}"
-

@@ -100,7 +100,7 @@ class SyncQueueWindow(QMainWindow):
         self.model.loading_changed.connect(self._update_counts)
         self.model.failed.connect(self.show_message)
         self.model.page_loaded.connect(self._restore_selection)
-        self.model.modelAboutToBeReset.connect(self._remember_selection)
+        self.model.about_to_reset.connect(self._remember_selection)
 
         self.projects = ProjectList(store, settings, self.runner, self.set_project_paused)
         self.projects.project_selected.connect(self._project_selected)
@@ -110,7 +110,7 @@ class SyncQueueWindow(QMainWindow):
         self.table.customContextMenuRequested.connect(self._context_menu)
         self.table.doubleClicked.connect(self._double_clicked)
         self.table.selectionModel().selectionChanged.connect(self._update_actions)
-        self.model.dataChanged.connect(self._update_actions)
+        self.model.rows_changed.connect(self._update_actions)
 
         self._build_actions()
         self._build_layout()
@@ -415,7 +415,7 @@ class SyncQueueWindow(QMainWindow):
             return None
         row = self.model.row(current.row())
         for dialog in self._details:
-            if dialog.repre_id == row.repre_id and dialog.model._ctx == ctx:
+            if dialog.repre_id == row.repre_id and dialog.model.context == ctx:
                 dialog.show()
                 dialog.raise_()
                 return dialog
@@ -561,9 +561,12 @@ class SyncQueueWindow(QMainWindow):
 
     def _update_counts(self, *_args: object) -> None:
         counts = self.model.status_counts
+        ready = self.model.counts_ready
         for status, act in self.status_actions.items():
-            act.setText(f"{status.label} ({counts.get(status, 0):,})")
-        self.status_all.setText(f"All statuses ({self.model.unfiltered_total:,})")
+            act.setText(f"{status.label} ({counts.get(status, 0):,})" if ready else
+                        f"{status.label} (…)")
+        self.status_all.setText(f"All statuses ({self.model.unfiltered_total:,})" if ready else
+                                "All statuses (…)")
         if self.model.context is None:
             self.counts_label.setText("")
             return
@@ -571,7 +574,7 @@ class SyncQueueWindow(QMainWindow):
             self.counts_label.setText("Loading…")
             return
         text = f"{self.model.total:,} representations"
-        if self.model.status_filter:
+        if self.model.status_filter and ready:
             text += f" of {self.model.unfiltered_total:,}"
         if self.model.rowCount() < self.model.total:
             text += f" ({self.model.rowCount():,} loaded)"

@@ -19,8 +19,10 @@ from app.settings import SiteConfig, load_settings
 from tests.integration.conftest import LOCAL_ID, SyncEnv, write_settings
 from ui.bridge import EngineBridge
 from ui.queue import SyncQueueWindow
+from ui.queue.cells import SITE_ROLE
 from ui.queue.columns import column_index
-from ui.queue.summary_model import SITE_ROLE
+
+WAIT = 15_000  # ms; CI machines are shared and slow
 
 
 @pytest.fixture
@@ -55,7 +57,7 @@ class WindowFactory:
         self.qtbot.addWidget(window)
         self.windows.append((window, bridge))
         window.show()
-        self.qtbot.waitUntil(lambda: window.context is not None)
+        self.qtbot.waitUntil(lambda: window.context is not None, timeout=WAIT)
         settle(self.qtbot, window)
         return window
 
@@ -87,7 +89,7 @@ def select(window: SyncQueueWindow, *assets: str) -> None:
 
 def run_action(qtbot, window: SyncQueueWindow, action) -> str:
     assert action.isEnabled(), action.text()
-    with qtbot.waitSignal(window.action_done, timeout=20_000) as blocker:
+    with qtbot.waitSignal(window.action_done, timeout=WAIT) as blocker:
         action.trigger()
     return blocker.args[0]
 
@@ -114,7 +116,7 @@ def test_rows_follow_the_engine_live_without_model_resets(qtbot, env, open_windo
     assert "6 representations" in window.counts_label.text()
     select(window, "sh02", "sh04")
     resets = []
-    window.model.modelReset.connect(lambda: resets.append(1))
+    window.model.about_to_reset.connect(lambda: resets.append(1))
 
     engine.start()
     qtbot.waitUntil(lambda: set(statuses(window).values()) == {Status.SYNCED}, timeout=30_000)
@@ -151,7 +153,7 @@ def test_failed_file_detail_copy_error_and_retry(qtbot, env, open_window):
 
     window.table.setCurrentIndex(window.model.index(window.model.row_of(broken), 0))
     dialog = window.show_details()
-    qtbot.waitUntil(lambda: dialog.model.rowCount() == 2)
+    qtbot.waitUntil(lambda: dialog.model.rowCount() == 2, timeout=WAIT)
     files = {d.path.rsplit("/", 1)[-1]: d for d in dialog.model.files()}
     assert files["broken.1001.exr"].status is Status.SYNCED
     failed = files["broken.1002.exr"]
@@ -167,7 +169,7 @@ def test_failed_file_detail_copy_error_and_retry(qtbot, env, open_window):
     outcome = run_action(qtbot, window, window.retry_action)
     assert outcome == "retrying 1 file in 1 representation"
     qtbot.waitUntil(lambda: statuses(window)["broken"] is Status.SYNCED, timeout=30_000)
-    qtbot.waitUntil(lambda: dialog.model.files()[1].status is Status.SYNCED)
+    qtbot.waitUntil(lambda: dialog.model.files()[1].status is Status.SYNCED, timeout=WAIT)
     assert env.same_bytes(failed.path, LOCAL_ID, "studio")
 
 
@@ -179,15 +181,15 @@ def test_pause_resume_and_priority(qtbot, env, open_window):
     window = open_window(env, engine)
     select(window, "hold")
     assert run_action(qtbot, window, window.pause_action) == "paused 1 representation"
-    qtbot.waitUntil(lambda: statuses(window)["hold"] is Status.PAUSED)
+    qtbot.waitUntil(lambda: statuses(window)["hold"] is Status.PAUSED, timeout=WAIT)
     assert window.resume_action.isEnabled() and not window.pause_action.isEnabled()
 
     answer_next_dialog(lambda d: (d.setIntValue(80), d.accept()))
-    with qtbot.waitSignal(window.action_done, timeout=10_000) as blocker:
+    with qtbot.waitSignal(window.action_done, timeout=WAIT) as blocker:
         window.priority_action.trigger()
     assert blocker.args[0] == "priority 80 on 1 representation"
     qtbot.waitUntil(lambda: window.model.row(window.model.row_of(
-        window.selected_rows()[0].repre_id)).priority == 80)
+        window.selected_rows()[0].repre_id)).priority == 80, timeout=WAIT)
 
     engine.start()
     qtbot.waitUntil(lambda: statuses(window)["go"] is Status.SYNCED, timeout=30_000)
@@ -213,7 +215,7 @@ def test_resync_moves_the_files_again_and_never_resets_the_only_copy(qtbot, env,
     select(window, "done", "waiting")
     assert not window.resync_active_action.isEnabled()
     window.resync("active")
-    qtbot.waitUntil(lambda: "was not reset" in window.message_label.text())
+    qtbot.waitUntil(lambda: "was not reset" in window.message_label.text(), timeout=WAIT)
     assert statuses(window)["done"] is Status.QUEUED
 
     engine.start()
@@ -229,7 +231,7 @@ def test_resync_moves_the_files_again_and_never_resets_the_only_copy(qtbot, env,
             "{root[work]}/demo/done/v001/done.1001.exr", LOCAL_ID, "studio")
 
     qtbot.waitUntil(resynced, timeout=30_000)
-    qtbot.waitUntil(lambda: statuses(window)["done"] is Status.SYNCED)
+    qtbot.waitUntil(lambda: statuses(window)["done"] is Status.SYNCED, timeout=WAIT)
 
 
 @sqlite_only
@@ -241,7 +243,7 @@ def test_resync_refuses_when_the_other_side_lacks_files(qtbot, env, open_window)
     outcome = run_action(qtbot, window, window.resync_active_action)
     assert outcome == f"{LOCAL_ID}: re-syncing 1 representation"
     window.resync("remote")  # the local side has nothing: refused, with the reason
-    qtbot.waitUntil(lambda: "was not reset" in window.message_label.text())
+    qtbot.waitUntil(lambda: "was not reset" in window.message_label.text(), timeout=WAIT)
     assert f"{LOCAL_ID} does not have 2 files yet" in window.message_label.text()
 
 
@@ -269,7 +271,7 @@ def test_open_folder_for_local_drive_sites_only(qtbot, env, open_window):
         # The studio has no copy yet: nothing to open, and the user is told why.
         assert not window.open_remote_action.isEnabled()
         window.open_folder("remote")
-        qtbot.waitUntil(lambda: "not arrived there yet" in window.message_label.text())
+        qtbot.waitUntil(lambda: "not arrived there yet" in window.message_label.text(), timeout=WAIT)
         assert len(catcher.urls) == 1
     finally:
         QDesktopServices.unsetUrlHandler("file")
@@ -304,7 +306,7 @@ def test_remove_local_copy_keeps_the_only_copy(qtbot, env, open_window):
     assert sorted((env.roots[LOCAL_ID] / "demo").rglob("*.exr")) == local_files
 
     answer_next_dialog(lambda box: box.button(QMessageBox.StandardButton.Yes).click())
-    with qtbot.waitSignal(window.action_done, timeout=10_000) as blocker:
+    with qtbot.waitSignal(window.action_done, timeout=WAIT) as blocker:
         window.remove_local_action.trigger()
     assert blocker.args[0].startswith("removed the local copy of 1 representation (2 files)")
     assert "only_here/renderMain/exr: 1 file exist only on artist-one, kept" in blocker.args[0]
@@ -314,7 +316,7 @@ def test_remove_local_copy_keeps_the_only_copy(qtbot, env, open_window):
     assert all(f.site(LOCAL_ID) is None and f.site("studio").available for f in repre.files)
     assert env.store.get_representation("demo", only_here).files[0].site(LOCAL_ID).available
     qtbot.waitUntil(lambda: window.model.row(window.model.row_of(uploaded)).active.status
-                    is Status.NOT_AVAILABLE)
+                    is Status.NOT_AVAILABLE, timeout=WAIT)
 
 
 # -- menus, projects, hidden window -----------------------------------------------------------
@@ -326,15 +328,15 @@ def test_context_menu_offers_what_applies(qtbot, env, open_window):
     window = open_window(env)
     pos: QPoint = window.table.visualRect(window.model.index(0, 0)).center()
     window.table.customContextMenuRequested.emit(pos)
-    qtbot.waitUntil(window.context_menu.isVisible)
+    qtbot.waitUntil(window.context_menu.isVisible, timeout=WAIT)
     enabled = {a.text() for a in window.context_menu.actions() if a.isEnabled() and a.text()}
     assert enabled == {"Details…", "Re-sync remote site", "Pause", "Change priority…",
                        "Open active site folder", "Remove local copy…"}
     pause = next(a for a in window.context_menu.actions() if a.text() == "Pause")
-    with qtbot.waitSignal(window.action_done, timeout=10_000):
+    with qtbot.waitSignal(window.action_done, timeout=WAIT):
         pause.trigger()
     window.context_menu.close()
-    qtbot.waitUntil(lambda: statuses(window)["one"] is Status.PAUSED)
+    qtbot.waitUntil(lambda: statuses(window)["one"] is Status.PAUSED, timeout=WAIT)
 
 
 @sqlite_only
@@ -345,20 +347,20 @@ def test_projects_switch_and_pause_persistently(qtbot, env, open_window):
     window = open_window(env, engine)
     assert window.projects.list.count() == 2
     window.select_project("demo")
-    qtbot.waitUntil(lambda: window.context.project == "demo" and window.model.rowCount() == 1)
+    qtbot.waitUntil(lambda: window.context.project == "demo" and window.model.rowCount() == 1, timeout=WAIT)
     assert window.projects.pause_button.text() == "Pause project"
-    with qtbot.waitSignal(window.action_done, timeout=10_000):
+    with qtbot.waitSignal(window.action_done, timeout=WAIT):
         window.projects.pause_button.click()
-    qtbot.waitUntil(lambda: window.projects.pause_button.text() == "Resume project")
+    qtbot.waitUntil(lambda: window.projects.pause_button.text() == "Resume project", timeout=WAIT)
     assert [p.paused for p in env.store.list_projects() if p.name == "demo"] == [True]
     assert "(paused)" in window.projects.list.currentItem().text()
     assert window.notice.isVisible() and "paused" in window.notice.text()
-    with qtbot.waitSignal(window.action_done, timeout=10_000):
+    with qtbot.waitSignal(window.action_done, timeout=WAIT):
         window.projects.pause_button.click()
-    qtbot.waitUntil(lambda: not window.notice.isVisible())
+    qtbot.waitUntil(lambda: not window.notice.isVisible(), timeout=WAIT)
     assert [p.paused for p in env.store.list_projects() if p.name == "demo"] == [False]
     window.select_project("alpha")
-    qtbot.waitUntil(lambda: window.context.project == "alpha")
+    qtbot.waitUntil(lambda: window.context.project == "alpha", timeout=WAIT)
     settle(qtbot, window)
     assert window.model.rowCount() == 0 and "0 representations" in window.counts_label.text()
 
@@ -374,7 +376,7 @@ def test_a_hidden_window_catches_up_when_shown(qtbot, env, open_window):
     qtbot.wait(400)  # the bridge's coalesced signals arrive while hidden
     assert statuses(window)["later"] is Status.QUEUED
     window.show()
-    qtbot.waitUntil(lambda: statuses(window)["later"] is Status.SYNCED, timeout=10_000)
+    qtbot.waitUntil(lambda: statuses(window)["later"] is Status.SYNCED, timeout=WAIT)
 
 
 @sqlite_only
@@ -383,7 +385,7 @@ def test_filters_from_the_toolbar(qtbot, env, open_window):
         env.publish(LOCAL_ID, name, files=1)
     window = open_window(env)
     qtbot.keyClicks(window.filter_edit, "ET")
-    qtbot.waitUntil(lambda: window.model.text_filter == "ET")
+    qtbot.waitUntil(lambda: window.model.text_filter == "ET", timeout=WAIT)
     settle(qtbot, window)
     assert list(statuses(window)) == ["beta"]
     window.status_actions[Status.FAILED].trigger()

@@ -6,6 +6,8 @@ import threading
 
 from app.errors import StoreUnavailableError
 
+WAIT = 15_000  # ms; CI machines are shared and slow
+
 
 def test_work_runs_on_a_pool_thread_and_answers_in_the_gui_thread(qtbot, runner):
     seen = {}
@@ -19,7 +21,7 @@ def test_work_runs_on_a_pool_thread_and_answers_in_the_gui_thread(qtbot, runner)
         seen["gui"] = threading.current_thread() is threading.main_thread()
 
     runner.submit(work, done)
-    qtbot.waitUntil(lambda: "value" in seen)
+    qtbot.waitUntil(lambda: "value" in seen, timeout=WAIT)
     assert seen == {"worker": False, "value": 42, "gui": True}
     assert runner.pending == 0
 
@@ -37,14 +39,14 @@ def test_a_newer_task_on_a_channel_supersedes_the_older(qtbot, runner):
     runner.submit(slow, got.append, channel="page")
     assert started.wait(5)
     runner.submit(lambda: "new", got.append, channel="page")
-    qtbot.waitUntil(lambda: got == ["new"])
+    qtbot.waitUntil(lambda: got == ["new"], timeout=WAIT)
     gate.set()
-    qtbot.waitUntil(lambda: runner.pending == 0)
+    qtbot.waitUntil(lambda: runner.pending == 0, timeout=WAIT)
     assert got == ["new"]  # the old answer arrived later and was dropped
     # Other channels and channel-less tasks are independent.
     runner.submit(lambda: "a", got.append, channel="other")
     runner.submit(lambda: "b", got.append)
-    qtbot.waitUntil(lambda: runner.pending == 0)
+    qtbot.waitUntil(lambda: runner.pending == 0, timeout=WAIT)
     assert sorted(got[1:]) == ["a", "b"]
 
 
@@ -55,13 +57,13 @@ def test_errors_go_to_the_callback_or_the_error_signal(qtbot, runner):
         raise StoreUnavailableError("cannot reach MongoDB at db:27017; check the network")
 
     runner.submit(fail, lambda _v: None, errors.append)
-    qtbot.waitUntil(lambda: bool(errors))
+    qtbot.waitUntil(lambda: bool(errors), timeout=WAIT)
     assert isinstance(errors[0], StoreUnavailableError)
-    with qtbot.waitSignal(runner.error) as blocker:
+    with qtbot.waitSignal(runner.error, timeout=WAIT) as blocker:
         runner.submit(fail, lambda _v: None)
     assert "cannot reach MongoDB" in blocker.args[0]
     # A bug in a result callback is reported too, not raised into Qt's event loop.
-    with qtbot.waitSignal(runner.error) as blocker:
+    with qtbot.waitSignal(runner.error, timeout=WAIT) as blocker:
         runner.submit(lambda: 1, lambda _v: 1 / 0)
     assert "ZeroDivisionError" in blocker.args[0]
 
