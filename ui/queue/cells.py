@@ -109,7 +109,7 @@ def cell_text(cell: SiteCell) -> str:
     if cell.progress >= 1.0:
         return cell.date
     if cell.status is Status.FAILED:
-        return f"Failed {cell.date}".strip()
+        return "Failed"  # when, how often and why: in the tooltip and the detail view
     if cell.status is Status.IN_PROGRESS or cell.progress > 0:
         return f"{cell.progress:.0%}"
     return cell.status.label
@@ -117,7 +117,7 @@ def cell_text(cell: SiteCell) -> str:
 
 def _site_tooltip(cell: SiteCell) -> str:
     lines = [f"{cell.site} ({cell.provider or 'unknown provider'}): {cell.status.label}, "
-             f"{cell.progress:.0%}"]
+             f"{cell.progress:.0%}" + (f", {cell.date}" if cell.date else "")]
     if cell.tries:
         lines.append(f"failed tries: {cell.tries}")
     if cell.error:
