@@ -17,10 +17,10 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from PySide6.QtCore import QRect, QSize, Qt
-from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
-from PySide6.QtWidgets import QApplication, QStyle
+from PySide6.QtGui import QColor, QPainter, QPixmap
 
 from app.model import Status, SummaryRow
+from ui.icons import provider_icon
 from ui.queue.columns import COLUMNS, column_index, pretty_size, pretty_version
 
 __all__ = [
@@ -29,7 +29,6 @@ __all__ = [
     "SiteCell",
     "cell_roles",
     "cell_text",
-    "provider_icon",
     "site_pixmap",
 ]
 
@@ -73,27 +72,20 @@ class SiteCell(NamedTuple):
     error: str | None
 
 
-def provider_icon(provider: str) -> QIcon:
-    """The provider's icon (a drive for local folders, a network drive otherwise)."""
-    style = QApplication.style()
-    if provider == "local_drive":
-        return style.standardIcon(QStyle.StandardPixmap.SP_DriveHDIcon)
-    return style.standardIcon(QStyle.StandardPixmap.SP_DriveNetIcon)
+_pixmaps: dict[tuple[str, bool, int, bool], QPixmap] = {}
 
 
-_pixmaps: dict[tuple[str, int, bool], QPixmap] = {}
-
-
-def site_pixmap(provider: str, progress: float, failed: bool) -> QPixmap:
-    """Provider icon plus a progress bar, cached (a few dozen distinct images in all)."""
+def site_pixmap(provider: str, site: str, progress: float, failed: bool) -> QPixmap:
+    """Provider icon (the studio site has its own) plus a progress bar, cached: a few
+    dozen distinct images in all."""
     step = round(max(0.0, min(1.0, progress)) * _STEPS)
-    key = (provider, step, failed)
+    key = (provider, site == "studio", step, failed)
     pixmap = _pixmaps.get(key)
     if pixmap is None:
         pixmap = QPixmap(ICON_SIZE)
         pixmap.fill(Qt.GlobalColor.transparent)
         painter = QPainter(pixmap)
-        provider_icon(provider).paint(painter, QRect(0, 0, _ICON, _ICON))
+        provider_icon(provider, site).paint(painter, QRect(0, 0, _ICON, _ICON))
         bar = QRect(_ICON + 4, (_ICON - 6) // 2, _BAR_WIDTH, 6)
         painter.fillRect(bar, _BAR_BACK)
         if step:
@@ -129,7 +121,7 @@ def site_roles(cell: SiteCell) -> dict[int, Any]:
     """Every role of a site cell (QStandardItemModel.setItemData replaces them all)."""
     roles: dict[int, Any] = {
         int(Qt.ItemDataRole.DisplayRole): cell_text(cell),
-        int(Qt.ItemDataRole.DecorationRole): site_pixmap(cell.provider, cell.progress,
+        int(Qt.ItemDataRole.DecorationRole): site_pixmap(cell.provider, cell.site, cell.progress,
                                                          cell.status is Status.FAILED),
         int(Qt.ItemDataRole.ToolTipRole): _site_tooltip(cell),
         SITE_ROLE: cell,

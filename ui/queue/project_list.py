@@ -27,6 +27,7 @@ from app.errors import SiteSyncError
 from app.model import ProjectInfo
 from app.settings import ProjectSettings, Settings
 from app.store.base import Store
+from ui.icons import state_icon
 from ui.queue.worker import TaskRunner
 
 __all__ = ["ProjectEntry", "ProjectList"]
@@ -152,14 +153,12 @@ class ProjectList(QWidget):
         self._wanted = None
 
     def _decorate(self, item: QListWidgetItem, entry: ProjectEntry) -> None:
-        style = QApplication.style()
-        icon = {
-            "syncing": QStyle.StandardPixmap.SP_DialogApplyButton,
-            "paused": QStyle.StandardPixmap.SP_MediaPause,
-            "sync disabled": QStyle.StandardPixmap.SP_DialogCancelButton,
-            "settings error": QStyle.StandardPixmap.SP_MessageBoxWarning,
-        }[entry.state]
-        item.setIcon(style.standardIcon(icon))
+        if entry.state == "sync disabled":
+            item.setIcon(QApplication.style().standardIcon(
+                QStyle.StandardPixmap.SP_DialogCancelButton))
+        else:  # the tray's colours: green syncs, grey paused, red cannot sync
+            item.setIcon(state_icon({"syncing": "idle", "paused": "paused",
+                                     "settings error": "error"}[entry.state]))
         suffix = "" if entry.state == "syncing" else f"  ({entry.state})"
         item.setText(f"{entry.name}{suffix}")
         tip = f"{entry.name}: {entry.representations} representations, {entry.state}"
