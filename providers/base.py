@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import abc
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +61,10 @@ class Features:
     #: hashes them itself, e.g. ``sha256sum`` run over SSH), or "server_hash_or_reread"
     #: (decided on first use, by whether the server can).
     verification: str = "running_hash"
+
+    #: ``Writer.commit_deferred`` leaves making the rename durable to a later
+    #: ``Provider.sync_committed``, so one folder fsync can cover many files.
+    deferred_sync: bool = False
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,16 @@ class Writer(abc.ABC):
         Raises TransientError on a mismatch (the temporary data is discarded, the next
         attempt starts clean) and never leaves a wrong file under the final name.
         """
+
+    def commit_deferred(self, expected_size: int, expected_hashes: Mapping[str, str]) -> RemoteFile:
+        """:meth:`commit`, except that a provider with ``Features.deferred_sync`` may return
+        before the rename itself is durable; the caller then calls
+        :meth:`Provider.sync_committed` before it relies on the file (records it).
+
+        The data is durable either way: only the folder entry may still be in flight, so a
+        power cut can lose the new name, never leave it pointing at partial data.
+        """
+        return self.commit(expected_size, expected_hashes)
 
     @abc.abstractmethod
     def abort(self, keep_partial: bool) -> None:
@@ -245,6 +259,11 @@ class Provider(abc.ABC):
         """How this site is reached and checked, in a few words, for `sitesync doctor`
         after a clean :meth:`check` (e.g. the SFTP login and how uploads are verified)."""
         return ""
+
+    def sync_committed(self, paths: Sequence[str]) -> None:  # noqa: B027 - optional hook
+        """Make the renames of files committed with ``Writer.commit_deferred`` durable
+        (rootless ``paths``). Raises like the other operations. Providers without
+        ``Features.deferred_sync`` committed durably already and keep this default."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, most providers hold nothing
         """Release connections and clients."""

@@ -19,7 +19,7 @@ import os
 import stat as stat_mod
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -439,6 +439,14 @@ class _LocalWriter(Writer):
         return got
 
     def commit(self, expected_size: int, expected_hashes: Mapping[str, str]) -> RemoteFile:
+        return self._commit(expected_size, expected_hashes, sync_folder=True)
+
+    def commit_deferred(self, expected_size: int, expected_hashes: Mapping[str, str]) -> RemoteFile:
+        return self._commit(expected_size, expected_hashes, sync_folder=False)
+
+    def _commit(
+        self, expected_size: int, expected_hashes: Mapping[str, str], sync_folder: bool
+    ) -> RemoteFile:
         fd = self._open_fd()
         wanted = {
             name.lower(): value.lower()
@@ -472,7 +480,8 @@ class _LocalWriter(Writer):
             # the part name afterwards gets a new file rather than our (final) inode.
             os.replace(self._part, self._final)
             self._close()
-            _folder_sync.sync(os.path.dirname(self._final))
+            if sync_folder:
+                _folder_sync.sync(os.path.dirname(self._final))
             info = os.stat(self._final)
         except OSError as exc:
             self._discard()
@@ -538,6 +547,7 @@ class LocalDriveProvider(Provider):
         atomic_rename=True,
         server_hashes=frozenset(),
         local=True,
+        deferred_sync=True,
     )
 
     def __init__(self, site: str, config: Mapping[str, Any]) -> None:
@@ -744,6 +754,22 @@ class LocalDriveProvider(Provider):
             raise TransientError(
                 f"another transfer just finished {final} on site '{self.site}'; will retry"
             )
+
+    def sync_committed(self, paths: Sequence[str]) -> None:
+        """One fsync per folder for all of ``paths`` (the engine batches the files its
+        workers committed meanwhile, often frames of one sequence in one folder)."""
+        folders = set()
+        for path in paths:
+            name, parts = split_rootless(path)
+            # Lexical is enough: an fsync changes nothing, and these files were just
+            # written through every check.
+            folders.add(os.path.dirname(safe_join(select_root(self.site, self._roots, name), parts,
+                                                  os.path)))
+        for folder in sorted(folders):
+            try:
+                _folder_sync.sync(folder)
+            except OSError as exc:
+                raise classify_oserror(exc, self.site, folder, "writing") from exc
 
     def delete(self, rootless_path: str) -> None:
         """Remove the file and any part file left for it; absent is fine. Parent folders

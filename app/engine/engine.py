@@ -31,9 +31,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from app.engine.batcher import Batcher
 from app.engine.policy_controls import PolicyControls, provider_config_changed
 from app.engine.retry import next_attempt_at
-from app.engine.transfer import CancelToken
+from app.engine.transfer import CancelToken, TransferResult
 from app.errors import (
     CancelledTransfer,
     PermanentError,
@@ -59,6 +60,9 @@ from providers.base import Provider
 from providers.registry import create_provider
 
 __all__ = ["Engine", "SitePair", "utc_now", "write_engine_paused"]
+
+#: Committed files waiting for the finisher (durable + recorded) before no more is claimed.
+_MAX_FINISHING = 512
 
 _log = logging.getLogger(__name__)
 
@@ -94,6 +98,9 @@ class _Job:
     # progress write would cost as much as its transfer.
     last_db_progress: float = field(default_factory=time.monotonic)
     last_event: float = 0.0
+    # Set when the bytes are committed and the job waits for the finisher to record it.
+    target: Provider | None = None
+    result: TransferResult | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -186,6 +193,7 @@ class Engine(PolicyControls):
         self._pair_problems: dict[SitePair, str] = {}
         self._thread: threading.Thread | None = None
         self._watcher: threading.Thread | None = None
+        self._finisher: Batcher[_Job] = Batcher(self._finish, name="sitesync-finish")
         self._sweeper: threading.Thread | None = None
         self._executors: dict[str, ThreadPoolExecutor] = {}
         self._pairs_cache: tuple[float, list[SitePair]] = (0.0, [])
@@ -233,6 +241,7 @@ class Engine(PolicyControls):
         self._watcher = threading.Thread(target=self._watch_store, name="sitesync-watch", daemon=True)
         self._sweeper = threading.Thread(target=self._sweep_loop, name="sitesync-sweep", daemon=True)
         self._set_state("starting")
+        self._finisher.start()
         self._thread.start()
         self._watcher.start()
         self._sweeper.start()
@@ -254,6 +263,8 @@ class Engine(PolicyControls):
         for executor in executors:
             # Queued jobs still run, see their cancelled token at once and release.
             executor.shutdown(wait=True)
+        # Workers are done: record what they committed (their bytes are verified).
+        self._finisher.close()
         if self._watcher is not None:
             self._watcher.join(2.0)
         if self._sweeper is not None:
@@ -501,6 +512,10 @@ class Engine(PolicyControls):
         dispatched = 0
         more = False
         engine_settings = self.settings.engine
+        with self._lock:
+            finishing = sum(1 for job in self._jobs.values() if job.result is not None)
+        if finishing >= _MAX_FINISHING:
+            return 0, True  # let the finisher catch up; new claims would only hold leases
         for pair in self._cached_pairs():
             if self._stopping.is_set():
                 break
@@ -556,10 +571,15 @@ class Engine(PolicyControls):
         return items, more
 
     def _busy_by_slot(self) -> dict[tuple[str, Direction], int]:
-        """This engine's claimed transfers (running or waiting) per slot key."""
+        """This engine's claimed transfers (running or waiting) per slot key.
+
+        Files already committed and queued for the finisher hold no slot: counting them
+        would starve the workers whenever recording lags behind copying."""
         busy: dict[tuple[str, Direction], int] = {}
         with self._lock:
             for job in self._jobs.values():
+                if job.result is not None:
+                    continue
                 for key in slot_keys(job.item.source_site, job.item.target_site):
                     busy[key] = busy.get(key, 0) + 1
         return busy
@@ -633,48 +653,85 @@ class Engine(PolicyControls):
                                                                   item.target_site),
                                        job.token)
             target = self._provider(item.project, item.target_site)
-            result = self._move_file(
+            job.result = self._move_file(
                 item, source, target, job.token,
                 on_progress=lambda done, size: self._progress(job, done, size),
                 on_start=lambda offset: self.bus.publish(
                     TransferStarted(self._clock(), *self._file_fields(item),
                                     size=item.size, resumed_from=offset)),
+                defer_sync=True,
             )
-            with job.lock:
-                recorded = self._with_store_retry(
-                    lambda: self.store.record_success(job.claim, result.provider_id,
-                                                      result.checksum, self._clock()))
-            if recorded:
-                with self._lock:
-                    self._counts["synced"] += 1
-                self.bus.publish(FileSynced(self._clock(), *self._file_fields(item),
-                                            size=result.size, checksum=result.checksum,
-                                            seconds=result.seconds))
-            else:
-                _log.warning("claim on %s was lost before it was recorded; another engine "
-                             "owns it now", item.path)
-                self.bus.publish(TransferStopped(self._clock(), *self._file_fields(item),
-                                                 reason="the claim was lost"))
+            job.target = target
+            self._finisher.put(job)  # this worker moves on to the next file now
+            return
         except CancelledTransfer as exc:
             _log.info("transfer of %s stopped: %s", item.path, exc)
             with job.lock:
                 self._quietly(lambda: self.store.release(job.claim))
             self.bus.publish(TransferStopped(self._clock(), *self._file_fields(item),
                                              reason=str(exc)))
-        except PermanentError as exc:
-            self._report_integrity(item, exc)
-            self._fail(job, str(exc), permanent=True)
-        except TransientError as exc:
-            self._fail(job, str(exc), permanent=False, retry_after_s=exc.retry_after_s)
-        except SiteSyncError as exc:
-            self._fail(job, str(exc), permanent=False)
         except Exception as exc:
-            _log.exception("unexpected error moving %s", item.path)
-            self._fail(job, f"internal error: {type(exc).__name__}: {exc}", permanent=False)
-        finally:
+            self._fail_with(job, exc)
+        self._forget(job)
+
+    def _finish(self, jobs: list[_Job]) -> None:
+        """On the finisher thread: make a batch of committed files durable, one
+        ``sync_committed`` per target site (one folder fsync for a whole burst of frames
+        instead of one per file, with no worker waiting for it), then record each file.
+        Only a durable file is ever recorded as available."""
+        groups: dict[int, list[_Job]] = {}
+        for job in jobs:
+            groups.setdefault(id(job.target), []).append(job)
+        for group in groups.values():
+            target = group[0].target
+            assert target is not None
+            try:
+                target.sync_committed([job.result.path or job.item.path for job in group])
+            except Exception as exc:
+                for job in group:
+                    self._fail_with(job, exc)
+                    self._forget(job)
+                continue
+            for job in group:
+                self._record_success(job)
+                self._forget(job)
+
+    def _record_success(self, job: _Job) -> None:
+        item, result = job.item, job.result
+        assert result is not None
+        with job.lock:
+            recorded = self._with_store_retry(
+                lambda: self.store.record_success(job.claim, result.provider_id,
+                                                  result.checksum, self._clock()))
+        if recorded:
             with self._lock:
-                self._jobs.pop(job.key, None)
-            self._wake.set()
+                self._counts["synced"] += 1
+            self.bus.publish(FileSynced(self._clock(), *self._file_fields(item),
+                                        size=result.size, checksum=result.checksum,
+                                        seconds=result.seconds))
+        else:
+            _log.warning("claim on %s was lost before it was recorded; another engine "
+                         "owns it now", item.path)
+            self.bus.publish(TransferStopped(self._clock(), *self._file_fields(item),
+                                             reason="the claim was lost"))
+
+    def _forget(self, job: _Job) -> None:
+        with self._lock:
+            self._jobs.pop(job.key, None)
+        self._wake.set()
+
+    def _fail_with(self, job: _Job, exc: BaseException) -> None:
+        """Record ``exc`` as one failed try, classified by its type."""
+        if isinstance(exc, PermanentError):
+            self._report_integrity(job.item, exc)
+            self._fail(job, str(exc), permanent=True)
+        elif isinstance(exc, TransientError):
+            self._fail(job, str(exc), permanent=False, retry_after_s=exc.retry_after_s)
+        elif isinstance(exc, SiteSyncError):
+            self._fail(job, str(exc), permanent=False)
+        else:
+            _log.error("unexpected error moving %s", job.item.path, exc_info=exc)
+            self._fail(job, f"internal error: {type(exc).__name__}: {exc}", permanent=False)
 
     def _fail(self, job: _Job, error: str, permanent: bool, retry_after_s: float | None = None) -> None:
         item = job.item

@@ -89,6 +89,7 @@ class PolicyControls:
         self, item: WorkItem, source: Provider, target: Provider, token: CancelToken,
         on_progress: ProgressCallback | None = None,
         on_start: Callable[[int], None] | None = None,
+        defer_sync: bool = False,
     ) -> TransferResult:
         """Move one file under the transfer policy: look at the target first (adopt the
         same bytes, apply the conflict policy to different ones), then transfer."""
@@ -109,7 +110,7 @@ class PolicyControls:
                       item.path, item.target_site)
             return adopted_result(decision, time.monotonic() - started)
         return transfer_file(item, source, target, token, on_progress=on_progress,
-                             on_start=on_start)
+                             on_start=on_start, defer_sync=defer_sync)
 
     def _report_integrity(self, item: WorkItem, exc: Exception) -> None:
         """A published file that changed after publishing: say so on the bus."""

@@ -110,6 +110,8 @@ class TransferResult:
     size: int
     resumed_from: int
     seconds: float
+    #: The rootless path written on the target (the item's, or ``target_path``).
+    path: str = ""
 
 
 ProgressCallback = Callable[[int, int], None]
@@ -124,13 +126,15 @@ def transfer_file(
     on_progress: ProgressCallback | None = None,
     on_start: Callable[[int], None] | None = None,
     target_path: str | None = None,
+    defer_sync: bool = False,
 ) -> TransferResult:
     """Copy ``item`` from ``source`` to ``target``; raise TransientError, PermanentError
     (IntegrityError when the source is not what was published) or CancelledTransfer. See
     the module docstring for the guarantees.
 
     ``target_path`` writes under another rootless path on the target (a staged name for
-    "when complete" downloads); the default is the item's own path.
+    "when complete" downloads); the default is the item's own path. With ``defer_sync``
+    the caller calls ``target.sync_committed`` on that path before relying on the file.
     """
     started = time.monotonic()
     token.raise_if_cancelled()
@@ -209,7 +213,10 @@ def transfer_file(
             )
         token.raise_if_cancelled()
         keep_on_transient = False
-        stored = writer.commit(item.size, {CHECKSUM_ALGORITHM: digest})
+        if defer_sync:
+            stored = writer.commit_deferred(item.size, {CHECKSUM_ALGORITHM: digest})
+        else:
+            stored = writer.commit(item.size, {CHECKSUM_ALGORITHM: digest})
     except CancelledTransfer:
         # A provider interrupted by the token raises from inside write()/read().
         writer.abort(keep_partial=keep_partial or token.cancelled)
@@ -228,6 +235,7 @@ def transfer_file(
         size=done,
         resumed_from=offset,
         seconds=time.monotonic() - started,
+        path=stored.path,
     )
 
 

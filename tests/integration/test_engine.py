@@ -271,3 +271,43 @@ def test_a_server_serves_as_its_own_site(sync_env, tmp_path):
                           "studio", "backup")
     # The artist's upload is not this server's pair.
     assert not _all_synced(env, artist_only, "studio")
+
+
+def test_a_file_whose_folder_cannot_be_made_durable_is_not_recorded(sync_env):
+    """The finisher syncs folders before recording: if that fails, the file is a failed
+    try (retried), never marked available on the strength of an undurable rename."""
+    env = sync_env
+    repre_id = env.publish(LOCAL_ID, "undurable", files=3)
+    failures = {"left": 1}
+    made = {}
+
+    class FolderSyncFails:
+        def __init__(self, provider):
+            self._provider = provider
+
+        def __getattr__(self, name):
+            return getattr(self._provider, name)
+
+        def sync_committed(self, paths):
+            if failures["left"]:
+                failures["left"] -= 1
+                raise TransientError("simulated: the folder could not be synced")
+            self._provider.sync_committed(paths)
+
+    def factory(kind, site, config):
+        if site not in made:
+            provider = create_provider(kind, site, config)
+            made[site] = FolderSyncFails(provider) if site == "studio" else provider
+        return made[site]
+
+    engine = env.engine(provider_factory=factory)
+    engine.start()
+    env.wait_for(lambda: _all_synced(env, repre_id, "studio"))
+    failed = env.of_type(FileFailed)
+    assert failed and all("could not be synced" in f.error for f in failed)
+    synced = {e.file_id for e in env.of_type(FileSynced)}
+    assert synced == {f.id for f in env.store.get_representation("demo", repre_id).files}
+    for f in env.store.get_representation("demo", repre_id).files:
+        state = f.site("studio")
+        assert state.tries == 0 and state.error is None
+        assert env.same_bytes(f.path, LOCAL_ID, "studio")
