@@ -694,16 +694,6 @@ class _Marker:
     local: int
 
 
-class _Handle:
-    """Holds one thread's connection; weakly tracked so a finished thread's connection is
-    closed by garbage collection, and close() can still reach the live ones."""
-
-    __slots__ = ("__weakref__", "conn")
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-
 def _rollback(conn: sqlite3.Connection) -> None:
     if conn.in_transaction:
         conn.execute("ROLLBACK")
@@ -728,8 +718,6 @@ class SqliteStore(Store):
             raise ValueError("SqliteStore needs a file path; every thread opens the file itself")
         self.path = Path(text)
         self._local = threading.local()
-        self._handles: weakref.WeakSet[_Handle] = weakref.WeakSet()
-        self._lock = threading.Lock()
         self._closed = False
         self._notifier = _notifier_for(self.path)
         self._watch: sqlite3.Connection | None = None
@@ -775,17 +763,23 @@ class SqliteStore(Store):
             raise
         return conn
 
+    def _drop_own_connection(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            self._local.conn = None
+            conn.close()
+
     def _conn(self) -> sqlite3.Connection:
         """This thread's connection, opened on first use."""
         if self._closed:
+            self._drop_own_connection()
             raise StoreUnavailableError(f"the SiteSync store on {self.path} is closed")
-        handle = getattr(self._local, "handle", None)
-        if handle is None:
-            handle = _Handle(self._connect())
-            self._local.handle = handle
-            with self._lock:
-                self._handles.add(handle)
-        return handle.conn
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            # Per thread: sqlite3 connections must not run statements from two threads
+            # at once. A finished thread's connection is closed when it is collected.
+            conn = self._local.conn = self._connect()
+        return conn
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -833,13 +827,15 @@ class SqliteStore(Store):
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close every thread's connection; later calls raise StoreUnavailableError."""
+        """Close this thread's connection; later calls from any thread raise
+        StoreUnavailableError and close that thread's connection.
+
+        Another thread's connection is never closed from here: it may be in the middle
+        of a query (the tray's background reader, an engine worker), and closing a
+        connection under a running statement crashes the sqlite3 module. A connection
+        whose thread never calls again is closed with the thread."""
         self._closed = True
-        with self._lock:
-            handles = list(self._handles)
-            self._handles.clear()
-        for handle in handles:
-            handle.conn.close()
+        self._drop_own_connection()
         with self._watch_lock:
             if self._watch is not None:
                 self._watch.close()

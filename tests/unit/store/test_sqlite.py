@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import random
 import sqlite3
@@ -65,15 +66,20 @@ def test_wal_mode_and_connection_pragmas(store: SqliteStore, db_path: Path) -> N
     assert _raw(db_path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_each_thread_gets_its_own_connection_and_close_closes_them_all(
+def test_each_thread_gets_its_own_connection_and_closes_it_after_close(
     store: SqliteStore,
 ) -> None:
     seen: list[sqlite3.Connection] = []
-    done = threading.Event()
+    closed = threading.Event()
+    errors: list[BaseException] = []
 
     def worker() -> None:
         seen.append(store._conn())
-        done.wait(10)  # still alive while the store closes
+        closed.wait(10)
+        try:
+            store.list_projects()
+        except StoreUnavailableError as exc:
+            errors.append(exc)
 
     thread = threading.Thread(target=worker)
     thread.start()
@@ -82,21 +88,55 @@ def test_each_thread_gets_its_own_connection_and_close_closes_them_all(
     mine = store._conn()
     assert seen[0] is not mine
     store.close()
-    done.set()
+    closed.set()
     thread.join()
-    for conn in (mine, seen[0]):
+    assert len(errors) == 1 and "closed" in str(errors[0])
+    for conn in (mine, seen[0]):  # the worker's own call closed its connection
         with pytest.raises(sqlite3.ProgrammingError):
             conn.execute("SELECT 1")
     with pytest.raises(StoreUnavailableError, match="closed"):
         store.list_projects()
 
 
+def test_closing_while_another_thread_is_mid_query_does_not_crash(store: SqliteStore) -> None:
+    """The tray closes the store (settings changed, quit) while its background thread may
+    be running a summary query; closing that connection under it used to crash Python."""
+    started = threading.Event()
+    outcome: list[object] = []
+
+    def long_query() -> None:
+        conn = store._conn()
+        started.set()
+        try:
+            outcome.append(conn.execute(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000000)"
+                " SELECT COUNT(*) FROM n").fetchone()[0])
+        except sqlite3.Error as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=long_query)
+    thread.start()
+    started.wait(5)
+    store.close()
+    thread.join(60)
+    assert outcome == [3000000]
+
+
 def test_a_finished_threads_connection_is_let_go(store: SqliteStore) -> None:
-    thread = threading.Thread(target=lambda: store.list_projects())
+    def connections() -> int:
+        # SQLite keeps a closed connection's descriptor for reuse while the process holds
+        # locks on the file, so count the Python objects, which close the file when freed.
+        return sum(1 for obj in gc.get_objects() if isinstance(obj, sqlite3.Connection))
+
+    store.list_projects()
+    gc.collect()
+    before = connections()
+    thread = threading.Thread(target=store.list_projects)
     thread.start()
     thread.join()
-    store.list_projects()
-    assert len(store._handles) == 1  # only this thread's; the other went with its thread
+    del thread
+    gc.collect()
+    assert connections() == before  # freed, so closed, with its thread's locals
 
 
 def test_memory_database_is_refused() -> None:
