@@ -61,7 +61,6 @@ class Features:
     #: hashes them itself, e.g. ``sha256sum`` run over SSH), or "server_hash_or_reread"
     #: (decided on first use, by whether the server can).
     verification: str = "running_hash"
-
     #: ``Writer.commit_deferred`` leaves making the rename durable to a later
     #: ``Provider.sync_committed``, so one folder fsync can cover many files.
     deferred_sync: bool = False
