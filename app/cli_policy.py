@@ -42,6 +42,27 @@ def add_policy_parsers(sub: Any) -> None:
     p.add_argument("--dry-run", action="store_true", help="report only, record nothing")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
+    p = sub.add_parser(
+        "subscribe", help="add a rule that fetches matching new publishes to this machine",
+        description="Patterns are case-insensitive globs; repeat an option for several. A "
+        "running engine applies the rule to new publishes within seconds.")
+    p.add_argument("--project", default="*", help="project name or pattern (default: all)")
+    p.add_argument("--asset", action="append", help="asset pattern, e.g. 'sh01*'")
+    p.add_argument("--subset", action="append", help="subset pattern, e.g. 'render*'")
+    p.add_argument("--representation", action="append", help="representation name, e.g. exr")
+    p.add_argument("--family", action="append", help="family, e.g. render")
+    p.add_argument("--mode", choices=("as_available", "when_complete"), default="as_available",
+                   help="as_available: each file as soon as it is there; when_complete: the "
+                   "representation appears only when every file has arrived")
+    p.add_argument("--priority", type=int, help="0-100 (50 is normal)")
+    p.add_argument("--site", default="local", help="site to add (default: this machine)")
+    p.add_argument("--name", help="a name for the rule")
+    p.add_argument("--existing", action="store_true",
+                   help="also apply it now to what is already published")
+    sub.add_parser("subscriptions", help="list subscription rules")
+    p = sub.add_parser("unsubscribe", help="remove a subscription rule")
+    p.add_argument("rule", help="its number (from `sitesync subscriptions`) or name")
+
 
 def cmd_limit(ctx: Context) -> int:
     from app.cli import _print, _table
@@ -167,7 +188,81 @@ def cmd_validate(ctx: Context) -> int:
     return 1 if report.problems else 0
 
 
+def cmd_subscribe(ctx: Context) -> int:
+    from app.cli import _print
+    from app.policy.subscriptions import SubscriptionError, SubscriptionScanner, parse_subscriptions
+
+    args = ctx.args
+    rule: dict[str, Any] = {"project": args.project, "mode": args.mode}
+    for key, values in (("asset", args.asset), ("subset", args.subset),
+                        ("representation", args.representation), ("family", args.family)):
+        if values:
+            rule[key] = values
+    for key, value in (("priority", args.priority), ("name", args.name)):
+        if value is not None:
+            rule[key] = value
+    if args.site != LOCAL_SITE:
+        rule["site"] = args.site
+    try:
+        parse_subscriptions([rule])
+    except SubscriptionError as exc:
+        where = exc.subpath.split(".", 1)[-1]
+        raise UserFixableError(f"--{where}: {exc.message}", fix=exc.fix) from None
+    saved = update_settings(lambda raw: raw.setdefault("subscriptions", []).append(rule),
+                            ctx.settings.path)
+    index = len(saved.subscriptions) - 1
+    added = saved.subscriptions[index]
+    _print(f"added subscription {index}: {added.describe()}. A running engine applies it to "
+           "new publishes within seconds")
+    if args.existing:
+        scanner = SubscriptionScanner(ctx.store, None)
+        count = 0
+
+        def apply(project: str, head: Any, rule: Any, _index: int) -> None:
+            nonlocal count
+            count += bool(ctx.store.add_site(project, head.id, rule.site,
+                                             priority=rule.priority, atomic=rule.when_complete))
+
+        for info in ctx.store.list_projects():
+            if added.covers_project(info.name):
+                scanner.apply_existing(info.name, (added,), apply)
+        _print(f"applied to {count} representation(s) already published")
+    return 0
+
+
+def cmd_subscriptions(ctx: Context) -> int:
+    from app.cli import _print
+
+    rules = ctx.settings.subscriptions
+    if not rules:
+        _print("no subscriptions; add one with `sitesync subscribe --asset 'sh01*' ...`")
+    for index, rule in enumerate(rules):
+        state = "" if rule.enabled else " (disabled)"
+        name = f" {rule.name}:" if rule.name else ""
+        _print(f"{index}:{name} {rule.describe()}{state}")
+    return 0
+
+
+def cmd_unsubscribe(ctx: Context) -> int:
+    from app.cli import _print
+
+    rules = ctx.settings.subscriptions
+    wanted = ctx.args.rule
+    index = next((i for i, r in enumerate(rules) if r.name and r.name == wanted), None)
+    if index is None and wanted.isdigit() and int(wanted) < len(rules):
+        index = int(wanted)
+    if index is None:
+        raise UserFixableError(f"no subscription {wanted!r}",
+                               fix="list them with `sitesync subscriptions`")
+    update_settings(lambda raw: raw["subscriptions"].pop(index), ctx.settings.path)
+    _print(f"removed subscription {index}: {rules[index].describe()}")
+    return 0
+
+
 POLICY_COMMANDS: dict[str, Callable[[Context], int]] = {
     "limit": cmd_limit,
     "validate": cmd_validate,
+    "subscribe": cmd_subscribe,
+    "subscriptions": cmd_subscriptions,
+    "unsubscribe": cmd_unsubscribe,
 }

@@ -121,6 +121,11 @@ class SiteState:
     checksum: str | None = None
     next_attempt_dt: datetime | None = None
     permanent: bool = False
+    #: "When complete" entry (a subscription's mode): files are staged under a temporary
+    #: name and moved into place together once every file is staged (app.policy.staging).
+    atomic: bool = False
+    #: When the file was verified under its staged name; None = not staged.
+    staged_dt: datetime | None = None
 
     @property
     def available(self) -> bool:
@@ -247,6 +252,8 @@ class WorkItem:
     priority: int = DEFAULT_PRIORITY
     tries: int = 0
     source_checksum: str | None = None
+    #: The target entry is "when complete": write under the staged name (app.policy.staging).
+    atomic: bool = False
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ from app.events.types import (
     EngineStateChanged,
     FileFailed,
     FileProgress,
+    FileStaged,
     FileSynced,
     TransferStarted,
     TransferStopped,
@@ -205,7 +206,7 @@ class Engine(PolicyControls):
         self._counts = {"synced": 0, "failed": 0}
         #: Monotonic times at which files this engine failed are due again (a heap).
         self._retry_due: list[float] = []
-        self._init_policy(settings)
+        self._init_policy(settings, state_path)
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -245,6 +246,7 @@ class Engine(PolicyControls):
         self._thread.start()
         self._watcher.start()
         self._sweeper.start()
+        self._start_policy()
 
     def stop(self, drain: bool = False, timeout_s: float = 30.0) -> None:
         """Stop. ``drain`` lets running transfers finish (up to ``timeout_s``); otherwise
@@ -269,6 +271,7 @@ class Engine(PolicyControls):
             self._watcher.join(2.0)
         if self._sweeper is not None:
             self._sweeper.join(2.0)  # a walk of a slow NAS is not waited for
+        self._stop_policy()
         for provider in self._providers.values():
             try:
                 provider.close()
@@ -388,7 +391,10 @@ class Engine(PolicyControls):
                     self._wake.wait(self._renew_interval() if not more else 0.05)
                     continue
                 if self._once:
-                    break
+                    if not self._policy_pending():
+                        break
+                    self._wake.wait(0.1)  # a representation is being completed
+                    continue
                 self._set_state("idle", message=self._problems_text())
                 self._wake.wait(self._idle_wait())
             except StoreUnavailableError as exc:
@@ -700,13 +706,12 @@ class Engine(PolicyControls):
         item, result = job.item, job.result
         assert result is not None
         with job.lock:
-            recorded = self._with_store_retry(
-                lambda: self.store.record_success(job.claim, result.provider_id,
-                                                  result.checksum, self._clock()))
+            recorded = self._with_store_retry(lambda: self._record_moved(job.claim, result))
         if recorded:
             with self._lock:
                 self._counts["synced"] += 1
-            self.bus.publish(FileSynced(self._clock(), *self._file_fields(item),
+            done_event = FileStaged if result.staged else FileSynced
+            self.bus.publish(done_event(self._clock(), *self._file_fields(item),
                                         size=result.size, checksum=result.checksum,
                                         seconds=result.seconds))
         else:

@@ -21,19 +21,28 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.engine.transfer import CancelToken, ProgressCallback, TransferResult, transfer_file
-from app.errors import ConfigError, IntegrityError, SiteSyncError
+from app.errors import ConfigError, IntegrityError, SiteSyncError, StoreUnavailableError
 from app.events.bus import EventBus
-from app.events.types import ConflictResolved, IntegrityAlert
-from app.model import Direction, WorkItem
+from app.events.types import (
+    ConflictResolved,
+    IntegrityAlert,
+    RepresentationCompleted,
+    SubscriptionMatched,
+)
+from app.model import Claim, Direction, RepresentationHead, WorkItem
 from app.policy.bandwidth import BandwidthLimiter, LimitStatus, Rate, parse_rate
 from app.policy.concurrency import SlotTable
 from app.policy.conflict import adopted_result, decide
+from app.policy.staging import CompletionQueue, complete, staged_path
+from app.policy.subscriptions import SubscriptionRule, SubscriptionScanner
 from app.settings import MACHINE_SITE_KEYS, Settings, SiteConfig, load_settings
+from app.store.base import Store
 from providers.base import Provider
 
 if TYPE_CHECKING:
@@ -57,23 +66,40 @@ class TransferStatus:
     origin: str
 
 
-class PolicyControls:
-    """Mixin: needs ``settings``, ``bus``, ``_wake``, ``_clock`` and ``pairs()`` from the
-    Engine."""
+#: Seconds between looks for new publishes matching a subscription.
+SUBSCRIPTION_SCAN_S = 2.0
+#: Seconds between looks for staged representations whose completion was interrupted.
+RECOVERY_SCAN_S = 30.0
 
+
+class PolicyControls:
+    """Mixin: needs ``store``, ``settings``, ``bus``, ``_wake``, ``_stopping``, ``_clock``,
+    ``paused``, ``pairs()`` and ``_provider()`` from the Engine."""
+
+    store: Store
     settings: Settings
     bus: EventBus
     _wake: threading.Event
+    _stopping: threading.Event
     _clock: Callable[[], datetime]
 
     def pairs(self) -> list[SitePair]:  # provided by Engine
         raise NotImplementedError
 
-    def _init_policy(self, settings: Settings) -> None:
+    def _provider(self, project: str, site: str) -> Provider:  # provided by Engine
+        raise NotImplementedError
+
+    def _init_policy(self, settings: Settings, state_path: Path | None = None) -> None:
         self.bandwidth = BandwidthLimiter()
         self.slots = SlotTable(settings.engine.workers_per_site)
         self._settings_mtime = _mtime(settings)
         self._settings_problem: int | None = None
+        self._completions = CompletionQueue()
+        self._completing = 0
+        self._recovered = False  # the first look for interrupted completions is done
+        self._scanner = SubscriptionScanner(
+            self.store, state_path.with_name("subscriptions.json") if state_path else None)
+        self._policy_thread: threading.Thread | None = None
         self._apply_policy(settings)
 
     def _apply_policy(self, settings: Settings) -> None:
@@ -108,9 +134,115 @@ class PolicyControls:
         if decision.adopt:
             _log.info("%s was already on %s with the published content; adopted",
                       item.path, item.target_site)
-            return adopted_result(decision, time.monotonic() - started)
-        return transfer_file(item, source, target, token, on_progress=on_progress,
-                             on_start=on_start, defer_sync=defer_sync)
+            return replace(adopted_result(decision, time.monotonic() - started),
+                           staged=item.atomic)
+        if not item.atomic:
+            return transfer_file(item, source, target, token, on_progress=on_progress,
+                                 on_start=on_start, defer_sync=defer_sync)
+        result = transfer_file(item, source, target, token, on_progress=on_progress,
+                               on_start=on_start, target_path=staged_path(item.path),
+                               defer_sync=defer_sync)
+        return replace(result, staged=True)
+
+    def _record_moved(self, claim: Claim, result: TransferResult) -> bool:
+        """Record a moved file: available, or for a "when complete" file staged, and its
+        representation queued for completion."""
+        item = claim.item
+        if not result.staged:
+            return self.store.record_success(claim, result.provider_id, result.checksum,
+                                             self._clock())
+        recorded = self.store.record_staged(claim, result.checksum, self._clock())
+        if recorded:
+            self._completions.note(item.project, item.repre_id, item.target_site)
+        return recorded
+
+    # -- the policy thread: subscriptions and completions ---------------------------------------
+
+    def _start_policy(self) -> None:
+        self._policy_thread = threading.Thread(target=self._policy_loop, name="sitesync-policy",
+                                               daemon=True)
+        self._policy_thread.start()
+
+    def _stop_policy(self) -> None:
+        if self._policy_thread is not None:
+            self._policy_thread.join(10.0)  # a completion in progress finishes its file
+
+    def _policy_pending(self) -> bool:
+        """A representation is waiting to be (or being) completed, or the first look for
+        completions a restart interrupted has not happened yet."""
+        return bool(not self._recovered or len(self._completions) or self._completing)
+
+    def _policy_loop(self) -> None:
+        next_scan = next_recovery = 0.0
+        while not self._stopping.wait(0.05):
+            if self.paused:  # type: ignore[attr-defined]
+                continue
+            try:
+                for key in self._completions.take_due():
+                    self._complete(*key)
+                now = time.monotonic()
+                if now >= next_scan:
+                    next_scan = now + SUBSCRIPTION_SCAN_S
+                    self._scan_subscriptions()
+                if now >= next_recovery:
+                    next_recovery = now + RECOVERY_SCAN_S
+                    self._recover_staged()
+                    self._recovered = True
+            except StoreUnavailableError as exc:
+                _log.warning("transfer policy waits for the database: %s", exc)
+                self._stopping.wait(2.0)
+            except Exception:
+                _log.exception("transfer policy error")
+                self._stopping.wait(2.0)
+
+    def _complete(self, project: str, repre_id: str, site: str) -> None:
+        self._completing += 1
+        try:
+            try:
+                provider = self._provider(project, site)
+            except SiteSyncError as exc:
+                _log.error("cannot complete %s on %s: %s", repre_id, site, exc)
+                return
+            done = complete(self.store, project, repre_id, site, provider, self._clock())
+        finally:
+            self._completing -= 1
+        if done.files:
+            _log.info("%s: %d file(s) of %s moved into place on %s together", project,
+                      done.files, repre_id, site)
+            self.bus.publish(RepresentationCompleted(self._clock(), project, repre_id, site,
+                                                     done.files, done.kept))
+        if done.files or done.requeued:
+            self._wake.set()
+
+    def _recover_staged(self) -> None:
+        """Finish completions a crash or a stop interrupted."""
+        for pair in self.pairs():
+            for site in (pair.active, pair.remote):
+                for repre_id in self.store.staged_representations(pair.project, site):
+                    self._completions.note(pair.project, repre_id, site)
+
+    def _scan_subscriptions(self) -> None:
+        rules = tuple(r for r in self.settings.subscriptions if r.enabled)
+        if not rules:
+            return
+        projects = []
+        for info in self.store.list_projects():
+            if info.paused or not self.settings.project(info.name).enabled:
+                continue
+            if any(rule.covers_project(info.name) for rule in rules):
+                projects.append(info.name)
+        self._scanner.scan(projects, rules, self._subscribe)
+
+    def _subscribe(self, project: str, head: RepresentationHead, rule: SubscriptionRule,
+                   index: int) -> None:
+        added = self.store.add_site(project, head.id, rule.site, priority=rule.priority,
+                                    atomic=rule.when_complete)
+        if added:
+            _log.info("subscription %s: %s %s/%s %s -> %s (%s)", rule.label(index), project,
+                      head.asset, head.subset, head.representation, rule.site, rule.mode)
+            self.bus.publish(SubscriptionMatched(self._clock(), project, head.id, rule.site,
+                                                 rule.label(index), rule.mode, added))
+            self._wake.set()
 
     def _report_integrity(self, item: WorkItem, exc: Exception) -> None:
         """A published file that changed after publishing: say so on the bus."""

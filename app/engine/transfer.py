@@ -112,6 +112,8 @@ class TransferResult:
     seconds: float
     #: The rootless path written on the target (the item's, or ``target_path``).
     path: str = ""
+    #: Written under the staged name of a "when complete" file (app.policy.staging).
+    staged: bool = False
 
 
 ProgressCallback = Callable[[int, int], None]

@@ -18,8 +18,11 @@ __all__ = [
     "Event",
     "FileFailed",
     "FileProgress",
+    "FileStaged",
     "FileSynced",
     "IntegrityAlert",
+    "RepresentationCompleted",
+    "SubscriptionMatched",
     "TransferStarted",
     "TransferStopped",
 ]
@@ -133,3 +136,35 @@ class IntegrityAlert(Event):
     expected: str = ""
     found: str = ""
     action: str = ""
+
+
+@dataclass(frozen=True)
+class FileStaged(FileSynced):
+    """A "when complete" file moved and verified under its staged name; it becomes
+    available with the rest of its representation (RepresentationCompleted). A
+    FileSynced, so listeners that count finished transfers count it."""
+
+
+@dataclass(frozen=True)
+class RepresentationCompleted(Event):
+    """Every file of a "when complete" representation was moved into place on ``site``
+    and made available at once. ``kept`` lists conflict copies of files that were in
+    the way (nothing is deleted)."""
+
+    project: str
+    repre_id: str
+    site: str
+    files: int
+    kept: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SubscriptionMatched(Event):
+    """A subscription rule added ``site`` to a new publish (``entries`` file entries)."""
+
+    project: str
+    repre_id: str
+    site: str
+    rule: str
+    mode: str
+    entries: int

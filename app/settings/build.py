@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os.path
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -70,6 +71,10 @@ def build_settings(
         engine=EngineSettings(**engine_values),
         defaults=defaults,
         projects=MappingProxyType(projects),
+        subscriptions=tuple(
+            replace(rule, site=local_id if rule.site == LOCAL_SITE else rule.site)
+            for rule in coerce(global_option("subscriptions"), raw.get("subscriptions") or [],
+                               platform=platform)),
     )
 
 

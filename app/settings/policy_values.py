@@ -9,11 +9,13 @@ from typing import Any
 from app.policy.bandwidth import BandwidthError, parse_bwlimit
 from app.policy.concurrency import TransfersError, parse_transfers
 from app.policy.conflict import ConflictPolicyError, parse_conflict_policy
+from app.policy.subscriptions import SubscriptionError, parse_subscriptions
 from app.settings.schema import Kind
 
 __all__ = ["POLICY_KINDS", "coerce_policy"]
 
-POLICY_KINDS = frozenset({Kind.BWLIMIT, Kind.TRANSFERS, Kind.CONFLICT_POLICY})
+POLICY_KINDS = frozenset({Kind.BWLIMIT, Kind.TRANSFERS, Kind.CONFLICT_POLICY,
+                          Kind.SUBSCRIPTIONS})
 
 
 def coerce_policy(kind: Kind, value: object) -> Any:
@@ -27,7 +29,9 @@ def coerce_policy(kind: Kind, value: object) -> Any:
             return parse_transfers(value)
         if kind is Kind.CONFLICT_POLICY:
             return parse_conflict_policy(value)
-    except ConflictPolicyError as exc:
+        if kind is Kind.SUBSCRIPTIONS:
+            return parse_subscriptions(value)
+    except (ConflictPolicyError, SubscriptionError) as exc:
         raise Invalid(exc.message, exc.fix, exc.subpath) from None
     except (BandwidthError, TransfersError) as exc:
         raise Invalid(exc.message, exc.fix) from None

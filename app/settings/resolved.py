@@ -19,6 +19,7 @@ from app.errors import ConfigError
 from app.policy.bandwidth import BandwidthSchedule
 from app.policy.concurrency import TransferLimits
 from app.policy.conflict import ConflictPolicy
+from app.policy.subscriptions import SubscriptionRule
 from app.settings.schema import LOCAL_SITE
 
 __all__ = ["EngineSettings", "ProjectSettings", "Settings", "SiteConfig"]
@@ -147,6 +148,9 @@ class Settings:
     engine: EngineSettings
     defaults: ProjectSettings
     projects: Mapping[str, ProjectSettings] = field(repr=False)
+    #: Rules adding sites to new publishes (app.policy.subscriptions); ``site`` resolved
+    #: (``local`` is this machine's local_id).
+    subscriptions: tuple[SubscriptionRule, ...] = ()
 
     def project(self, name: str) -> ProjectSettings:
         """Settings for project ``name``, global defaults merged with its overrides."""

@@ -71,6 +71,7 @@ class Kind(enum.Enum):
     BWLIMIT = "bandwidth limit"
     TRANSFERS = "transfer count"
     CONFLICT_POLICY = "conflict policy"
+    SUBSCRIPTIONS = "subscription rules"
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,9 @@ GLOBAL_OPTIONS: tuple[Option, ...] = (
            "published file, keep the old one as a conflict copy), newer, or fail; or a "
            "mapping of \"SOURCE>TARGET\" site pairs to those. See docs/transfer-policy.md.",
            project=True),
+    Option("subscriptions", Kind.SUBSCRIPTIONS, (), "Rules adding this machine's site to "
+           "matching new publishes: project, asset, subset, representation, family patterns "
+           "and a mode (as_available or when_complete). See docs/transfer-policy.md."),
 )
 
 ENGINE_OPTIONS: tuple[Option, ...] = (

@@ -107,6 +107,7 @@ class _Checker:
         for name, data in sites.items():
             self.site(f"sites.{name}", name, data, local_id, complete=True)
         self.references("", raw, sites, local_id)
+        self.subscription_sites(raw, sites, local_id)
         projects = self.mapping("projects", raw.get("projects"))
         for name, block in projects.items():
             self.project(name, block, sites, local_id)
@@ -267,6 +268,18 @@ class _Checker:
                 if _usable_name(value):
                     self.site_exists(f"{prefix}always_accessible_on.{index}", value, sites,
                                      local_id, setting="always_accessible_on")
+
+    def subscription_sites(self, raw: Mapping[str, Any], sites: Mapping[str, Any],
+                           local_id: str) -> None:
+        """The site a subscription adds must exist (its rules were checked by options())."""
+        rules = raw.get("subscriptions")
+        if not isinstance(rules, list):
+            return
+        for index, rule in enumerate(rules):
+            site = rule.get("site") if isinstance(rule, Mapping) else None
+            if _usable_name(site):
+                self.site_exists(f"subscriptions.{index}.site", site, sites, local_id,
+                                 setting=f"subscriptions.{index}.site")
 
     def site_exists(
         self, path: str, name: str, sites: Mapping[str, Any], local_id: str, *, setting: str

@@ -46,6 +46,12 @@ class Store(abc.ABC):
     #: Short name for messages and `doctor` ("sqlite", "mongo").
     kind: str = ""
 
+    @property
+    def scope(self) -> str:
+        """Which database this is, stably across runs (a file path, host/database), for
+        state kept per database such as subscription cursors; never credentials."""
+        return ""
+
     # -- lifecycle -------------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -210,9 +216,11 @@ class Store(abc.ABC):
         site: str,
         force: bool = False,
         priority: int | None = None,
+        atomic: bool = False,
     ) -> int:
         """Add a queued entry for ``site`` to every file lacking one; with ``force`` also
-        reset existing entries. Returns entries added or reset."""
+        reset existing entries. Returns entries added or reset. ``atomic`` makes the new
+        entries "when complete" (staged, then moved in together; app.policy.staging)."""
 
     @abc.abstractmethod
     def remove_site(self, project: str, repre_id: str, site: str) -> int:
@@ -285,6 +293,28 @@ class Store(abc.ABC):
         looked past ``key`` could miss a representation inserted late with an older id.
         Stores whose keys are exact return ``key``."""
         return key
+
+    @abc.abstractmethod
+    def record_staged(self, claim: Claim, checksum: str, now: datetime) -> bool:
+        """A "when complete" file is verified under its staged name: mark it staged (not
+        available; find_work and claim skip it), release the lease. False if the claim
+        is no longer held."""
+
+    @abc.abstractmethod
+    def has_unstaged(self, project: str, repre_id: str, site: str) -> bool:
+        """Whether some file's ``site`` entry is neither available nor staged, i.e. the
+        representation cannot be completed on the site yet. Cheap at any file count."""
+
+    @abc.abstractmethod
+    def staged_representations(self, project: str, site: str) -> list[str]:
+        """Ids of representations with staged, not yet available entries for ``site``
+        (completion that a crash interrupted is finished from these)."""
+
+    @abc.abstractmethod
+    def complete_staged(self, project: str, repre_id: str, site: str, now: datetime) -> int:
+        """Make every staged entry of ``site`` available at once, atomically, but only
+        when no entry is left unstaged. Returns the entries completed (0: not complete,
+        or nothing staged)."""
 
     @abc.abstractmethod
     def file_page(

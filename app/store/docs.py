@@ -23,6 +23,7 @@ from app.errors import DocumentError
 from app.model import FileRecord, Representation, SiteState
 
 __all__ = [
+    "KEPT_ON_RESET",
     "SITESYNC_KEYS",
     "file_to_doc",
     "parse_datetime",
@@ -40,7 +41,11 @@ SITESYNC_KEYS = (
     "sitesync_checksum",
     "sitesync_next_attempt_dt",
     "sitesync_permanent",
+    "sitesync_atomic",
+    "sitesync_staged_dt",
 )
+#: SiteSync keys a reset keeps, like OpenPype's `priority`: the user's choice of mode.
+KEPT_ON_RESET = ("sitesync_atomic",)
 
 
 def parse_datetime(value: Any) -> datetime | None:
@@ -100,6 +105,8 @@ def _parse_site(name: str, entry: Mapping[str, Any]) -> SiteState:
         checksum=entry.get("sitesync_checksum") or None,
         next_attempt_dt=parse_datetime(entry.get("sitesync_next_attempt_dt")),
         permanent=bool(entry.get("sitesync_permanent", False)),
+        atomic=bool(entry.get("sitesync_atomic", False)),
+        staged_dt=parse_datetime(entry.get("sitesync_staged_dt")),
     )
 
 
@@ -218,6 +225,10 @@ def site_to_doc(state: SiteState) -> dict[str, Any]:
         doc["sitesync_next_attempt_dt"] = state.next_attempt_dt
     if state.permanent:
         doc["sitesync_permanent"] = True
+    if state.atomic:
+        doc["sitesync_atomic"] = True
+    if state.staged_dt is not None:
+        doc["sitesync_staged_dt"] = state.staged_dt
     return doc
 
 

@@ -91,6 +91,7 @@ from app.model import (
 from app.status import combine, file_pair_status, site_progress, site_status
 from app.store.base import Store
 from app.store.docs import (
+    KEPT_ON_RESET,
     SITESYNC_KEYS,
     parse_datetime,
     parse_file,
@@ -113,7 +114,13 @@ _ENTRY = "files.$[f].sites.$[s]."
 _LEASE_KEYS = ("sitesync_lease_owner", "sitesync_lease_until")
 #: Keys a reset always clears (besides any other key the entry has, except name/priority).
 _RESET_KEYS = ("created_dt", "id", "tries", "error", "last_failed_dt", "progress", "paused",
-               *SITESYNC_KEYS)
+               *(k for k in SITESYNC_KEYS if k not in KEPT_ON_RESET))
+#: A "when complete" entry that is neither available nor staged yet.
+def _unstaged(site: str) -> Doc:
+    return {"name": site, "created_dt": {"$in": [None, ""]},
+            "sitesync_staged_dt": {"$in": [None, ""]}}
+
+
 _HEX24 = re.compile(r"^[0-9a-fA-F]{24}$")
 #: `files` element whose `sites` is an object, not a list (legacy form).
 _LEGACY_QUERY: Doc = {
@@ -271,6 +278,7 @@ def _target_cond(site: str, now: datetime, retry_cnt: int | None) -> Doc:
     cond: Doc = {
         "name": site,
         "created_dt": {"$in": [None, ""]},
+        "sitesync_staged_dt": {"$in": [None, ""]},
         "paused": {"$ne": True},
         "sitesync_permanent": {"$ne": True},
         "sitesync_next_attempt_dt": {"$not": {"$gt": now}},
@@ -350,6 +358,7 @@ def _waiting_target(state: SiteState | None, retry_cnt: int, now: datetime) -> b
     return (
         state is not None
         and not state.available
+        and state.staged_dt is None
         and not state.paused
         and not state.permanent
         and state.tries < retry_cnt
@@ -391,7 +400,7 @@ def _work_item(
         project=project, repre_id=repre.id, file_id=file.id, path=file.path, size=file.size,
         hash=file.hash, source_site=source.name, target_site=target.name,
         direction=direction, priority=_file_priority(file, active, remote),
-        tries=target.tries, source_checksum=source.checksum,
+        tries=target.tries, source_checksum=source.checksum, atomic=target.atomic,
     )
 
 
@@ -655,6 +664,10 @@ class MongoStore(Store):
         self._warned: set[tuple[str, str]] = set()
         self._watcher: _ChangeWatcher | None = None
         self._closed = False
+
+    @property
+    def scope(self) -> str:
+        return f"{self._where}/{self._db.name}"
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -983,12 +996,73 @@ class MongoStore(Store):
     ) -> bool:
         to_set: Doc = {_ENTRY + "created_dt": _aware(now), _ENTRY + "id": provider_id}
         cleared = ["tries", "error", "last_failed_dt", "progress", *_LEASE_KEYS,
-                   "sitesync_next_attempt_dt", "sitesync_permanent"]
+                   "sitesync_next_attempt_dt", "sitesync_permanent", "sitesync_staged_dt"]
         if checksum is None:
             cleared.append("sitesync_checksum")
         else:
             to_set[_ENTRY + "sitesync_checksum"] = checksum
         return self._update_claimed(claim, {"$set": to_set, "$unset": _entry_keys(cleared)})
+
+    @_guarded
+    def record_staged(self, claim: Claim, checksum: str, now: datetime) -> bool:
+        """See SqliteStore.record_staged: staged, `progress` 1.0, lease and failures gone."""
+        to_set = {_ENTRY + "sitesync_staged_dt": _aware(now), _ENTRY + "sitesync_checksum": checksum,
+                  _ENTRY + "progress": 1.0}
+        cleared = ["tries", "error", "last_failed_dt", *_LEASE_KEYS, "sitesync_next_attempt_dt",
+                   "sitesync_permanent"]
+        return self._update_claimed(claim, {"$set": to_set, "$unset": _entry_keys(cleared)})
+
+    @_guarded
+    def has_unstaged(self, project: str, repre_id: str, site: str) -> bool:
+        found = self._coll(project).find_one(
+            {"_id": _id_match(repre_id),
+             "files": {"$elemMatch": {"sites": {"$elemMatch": _unstaged(site)}}}},
+            {"_id": 1})
+        return found is not None
+
+    @_guarded
+    def staged_representations(self, project: str, site: str) -> list[str]:
+        coll = self._coll(project)
+        self._project_doc(coll, project)
+        staged = {"name": site, "sitesync_staged_dt": {"$exists": True},
+                  "created_dt": {"$exists": False}}
+        query = {"type": "representation",
+                 "files": {"$elemMatch": {"sites": {"$elemMatch": staged}}}}
+        return [str(doc["_id"]) for doc in coll.find(query, {"_id": 1})]
+
+    @_guarded
+    def complete_staged(self, project: str, repre_id: str, site: str, now: datetime) -> int:
+        """One update makes every staged entry available at once, on the condition (in
+        its filter) that no entry of the site is still unstaged; a second one then drops
+        the staged marks. Between the two the entries are already available (created_dt
+        wins), so a crash there costs nothing. Two updates because array filters must not
+        test a field the same update changes (SecantusDB re-evaluates them per path)."""
+        coll = self._coll(project)
+        repre_key = _id_match(repre_id)
+        counted = list(coll.aggregate([
+            {"$match": {"_id": repre_key}}, {"$unwind": "$files"}, {"$unwind": "$files.sites"},
+            {"$match": {"files.sites.name": site,
+                        "files.sites.sitesync_staged_dt": {"$exists": True},
+                        "files.sites.created_dt": {"$exists": False}}},
+            {"$count": "n"}]))
+        staged = counted[0]["n"] if counted else 0
+        if not staged:
+            return 0
+        done = coll.update_one(
+            {"_id": repre_key,
+             "$nor": [{"files": {"$elemMatch": {"sites": {"$elemMatch": _unstaged(site)}}}}]},
+            {"$set": {"files.$[].sites.$[s].created_dt": _aware(now),
+                      "files.$[].sites.$[s].progress": ""}},
+            array_filters=[{"s.name": site, "s.sitesync_staged_dt": {"$exists": True},
+                            "s.created_dt": {"$exists": False}}])
+        if not done.matched_count:
+            return 0
+        coll.update_one(
+            {"_id": repre_key},
+            {"$unset": {"files.$[].sites.$[s].sitesync_staged_dt": "",
+                        "files.$[].sites.$[s].progress": ""}},
+            array_filters=[{"s.name": site, "s.created_dt": {"$exists": True}}])
+        return staged
 
     @_guarded
     def record_failure(
@@ -1071,7 +1145,8 @@ class MongoStore(Store):
         keys = set(_RESET_KEYS)
         for _, entry in entries:
             keys.update(k for k in entry if isinstance(k, str) and "." not in k
-                        and not k.startswith("$") and k not in ("name", "priority"))
+                        and not k.startswith("$") and k not in ("name", "priority")
+                        and k not in KEPT_ON_RESET)
             kept = entry.get("priority")
             if priority is None and (isinstance(kept, bool) or not isinstance(
                     kept, (int, float, str, type(None)))):
@@ -1128,6 +1203,7 @@ class MongoStore(Store):
         site: str,
         force: bool = False,
         priority: int | None = None,
+        atomic: bool = False,
     ) -> int:
         doc, _ = self._load_for_change(project, repre_id)
         coll = self._coll(project)
@@ -1137,6 +1213,8 @@ class MongoStore(Store):
         if lacking:
             fresh: Doc = {"name": site} if priority is None else {"name": site,
                                                                    "priority": priority}
+            if atomic:
+                fresh["sitesync_atomic"] = True
             coll.update_one(
                 {"_id": doc["_id"]}, {"$push": {"files.$[f].sites": fresh}},
                 array_filters=[{"f._id": {"$in": lacking}, "f.sites.name": {"$ne": site}}],

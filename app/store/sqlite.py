@@ -154,7 +154,24 @@ _SCHEMA_V1 = (
 )
 
 #: Each item upgrades the schema by one version; never edit a released item, append.
-_MIGRATIONS: tuple[tuple[str, ...], ...] = (_SCHEMA_V1,)
+#: Version 2: "when complete" entries (``atomic``) and staged files (``staged_dt``); the
+#: queued index leaves staged entries out, since nothing is left to move for them.
+_SCHEMA_V2 = (
+    "ALTER TABLE file_sites ADD COLUMN atomic INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE file_sites ADD COLUMN staged_dt REAL",
+    "DROP INDEX file_sites_queued",
+    """
+    CREATE INDEX file_sites_queued ON file_sites (site, file_seq)
+    WHERE created_dt IS NULL AND staged_dt IS NULL
+    """,
+    # Staged entries are few and short-lived; this finds them after a restart.
+    """
+    CREATE INDEX file_sites_staged ON file_sites (site, file_seq)
+    WHERE staged_dt IS NOT NULL
+    """,
+)
+
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (_SCHEMA_V1, _SCHEMA_V2)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 # -- SQL fragments ----------------------------------------------------------------------------
@@ -162,14 +179,15 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 _SITE_COLUMNS = (
     "site", "created_dt", "provider_id", "tries", "error", "last_failed_dt", "progress",
     "paused", "priority", "lease_owner", "lease_until", "checksum", "next_attempt_dt",
-    "permanent", "extra_json",
+    "permanent", "extra_json", "atomic", "staged_dt",
 )
 
-#: A fresh queued entry: everything but `name` and `priority` goes (OpenPype's re-sync).
+#: A fresh queued entry: everything but `name`, `priority` and the "when complete" mode
+#: goes (OpenPype's re-sync).
 _RESET_ENTRY = """
     created_dt = NULL, provider_id = NULL, tries = 0, error = NULL, last_failed_dt = NULL,
     progress = NULL, paused = 0, lease_owner = NULL, lease_until = NULL, checksum = NULL,
-    next_attempt_dt = NULL, permanent = 0, extra_json = NULL
+    next_attempt_dt = NULL, permanent = 0, extra_json = NULL, staged_dt = NULL
 """
 
 _REPRE_FILES = "SELECT seq FROM files WHERE repre_seq = :repre_seq"
@@ -195,7 +213,7 @@ _HELD = (
 _FIND_WORK_SQL = """
 SELECT r.id AS repre_id, f.id AS file_id, f.path AS path, f.size AS size, f.hash AS hash,
        src.site AS source_site, tgt.site AS target_site, tgt.tries AS tries,
-       src.checksum AS source_checksum,
+       src.checksum AS source_checksum, tgt.atomic AS atomic,
        COALESCE(
            CASE WHEN tgt.site = :active THEN tgt.priority ELSE src.priority END,
            CASE WHEN tgt.site = :active THEN src.priority ELSE tgt.priority END,
@@ -210,6 +228,7 @@ JOIN representations AS r ON r.seq = f.repre_seq
 JOIN projects AS p ON p.name = r.project
 WHERE tgt.site IN (:target_a, :target_b)
   AND tgt.created_dt IS NULL
+  AND tgt.staged_dt IS NULL
   AND tgt.paused = 0
   AND tgt.permanent = 0
   AND tgt.tries < :retry_cnt
@@ -233,7 +252,8 @@ WHERE rowid = (
     JOIN file_sites AS src ON src.file_seq = f.seq AND src.site = :source
     WHERE r.project = :project AND r.id = :repre_id AND f.id = :file_id
       AND p.paused = 0
-      AND tgt.created_dt IS NULL AND tgt.paused = 0 AND tgt.permanent = 0
+      AND tgt.created_dt IS NULL AND tgt.staged_dt IS NULL
+      AND tgt.paused = 0 AND tgt.permanent = 0
       AND tgt.tries = :tries
       AND (tgt.next_attempt_dt IS NULL OR tgt.next_attempt_dt <= :now)
       AND (tgt.lease_until IS NULL OR tgt.lease_until <= :now)
@@ -524,6 +544,8 @@ def _site_from_row(row: sqlite3.Row) -> SiteState:
         checksum=row["checksum"],
         next_attempt_dt=_dt(row["next_attempt_dt"]),
         permanent=bool(row["permanent"]),
+        atomic=bool(row["atomic"]),
+        staged_dt=_dt(row["staged_dt"]),
     )
 
 
@@ -533,6 +555,7 @@ def _site_values(file_seq: int, state: SiteState, extra: Mapping[str, Any] | Non
         _ts(state.last_failed_dt), state.progress, int(state.paused), state.priority,
         state.lease_owner, _ts(state.lease_until), state.checksum,
         _ts(state.next_attempt_dt), int(state.permanent), _dump_json(extra),
+        int(state.atomic), _ts(state.staged_dt),
     )
 
 
@@ -733,6 +756,10 @@ class SqliteStore(Store):
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
+
+    @property
+    def scope(self) -> str:
+        return os.path.realpath(self.path)
 
     # -- connections and transactions ------------------------------------------------------------
 
@@ -1110,7 +1137,7 @@ class SqliteStore(Store):
             """
             created_dt = :now, provider_id = :provider_id, checksum = :checksum, tries = 0,
             error = NULL, last_failed_dt = NULL, progress = NULL, next_attempt_dt = NULL,
-            permanent = 0, lease_owner = NULL, lease_until = NULL
+            permanent = 0, lease_owner = NULL, lease_until = NULL, staged_dt = NULL
             """,
             {"now": _ts(now), "provider_id": provider_id, "checksum": checksum},
         )
@@ -1136,6 +1163,82 @@ class SqliteStore(Store):
             {"error": error, "now": _ts(now), "next_attempt": _ts(next_attempt_dt),
              "permanent": int(permanent)},
         )
+
+    @_guarded
+    def record_staged(self, claim: Claim, checksum: str, now: datetime) -> bool:
+        """The file is verified under its staged name: done moving, not yet available.
+        `progress` 1.0 without a lease reads as In progress at 100 % (app.status), which
+        is what it is: moved, waiting for the representation's other files."""
+        return self._update_held(
+            claim,
+            """
+            staged_dt = :now, checksum = :checksum, progress = 1.0, tries = 0, error = NULL,
+            last_failed_dt = NULL, next_attempt_dt = NULL, permanent = 0,
+            lease_owner = NULL, lease_until = NULL
+            """,
+            {"now": _ts(now), "checksum": checksum},
+        )
+
+    @_guarded
+    def has_unstaged(self, project: str, repre_id: str, site: str) -> bool:
+        with self._read() as conn:
+            repre_seq = self._repre_seq(conn, project, repre_id)
+            return self._has_unstaged(conn, repre_seq, site)
+
+    @staticmethod
+    def _has_unstaged(conn: sqlite3.Connection, repre_seq: int, site: str) -> bool:
+        """An entry of ``site`` neither available nor staged. A representation's files are
+        inserted in one transaction, in file order, so their row numbers are one range:
+        the queued index is searched over that range only, whatever the file count
+        (asked after every staged file, it must not cost a pass over 100,000 rows)."""
+        bounds = conn.execute(
+            """
+            SELECT (SELECT seq FROM files WHERE repre_seq = :r ORDER BY position LIMIT 1),
+                   (SELECT seq FROM files WHERE repre_seq = :r ORDER BY position DESC LIMIT 1)
+            """,
+            {"r": repre_seq},
+        ).fetchone()
+        if bounds[0] is None:
+            return False
+        return conn.execute(
+            f"""
+            SELECT 1 FROM file_sites INDEXED BY file_sites_queued
+            WHERE site = :site AND created_dt IS NULL AND staged_dt IS NULL
+              AND file_seq BETWEEN :lo AND :hi AND file_seq IN ({_REPRE_FILES}) LIMIT 1
+            """,
+            {"site": site, "repre_seq": repre_seq, "lo": min(bounds), "hi": max(bounds)},
+        ).fetchone() is not None
+
+    @_guarded
+    def staged_representations(self, project: str, site: str) -> list[str]:
+        conn = self._conn()
+        self._require_project(conn, project)
+        rows = conn.execute(
+            """
+            SELECT DISTINCT r.id FROM file_sites AS fs INDEXED BY file_sites_staged
+            JOIN files AS f ON f.seq = fs.file_seq
+            JOIN representations AS r ON r.seq = f.repre_seq
+            WHERE fs.site = ? AND fs.staged_dt IS NOT NULL AND fs.created_dt IS NULL
+              AND r.project = ?
+            """,
+            (site, project),
+        )
+        return [row[0] for row in rows]
+
+    @_guarded
+    def complete_staged(self, project: str, repre_id: str, site: str, now: datetime) -> int:
+        with self._write() as conn:
+            repre_seq = self._repre_seq(conn, project, repre_id)
+            if self._has_unstaged(conn, repre_seq, site):
+                return 0
+            return conn.execute(
+                f"""
+                UPDATE file_sites SET created_dt = :now, staged_dt = NULL, progress = NULL
+                WHERE site = :site AND staged_dt IS NOT NULL AND created_dt IS NULL
+                  AND file_seq IN ({_REPRE_FILES})
+                """,
+                {"now": _ts(now), "site": site, "repre_seq": repre_seq},
+            ).rowcount
 
     def _update_held(self, claim: Claim, assignments: str, params: dict[str, Any]) -> bool:
         """Apply ``assignments`` to the claim's target only while the claim still holds."""
@@ -1210,12 +1313,14 @@ class SqliteStore(Store):
         site: str,
         force: bool = False,
         priority: int | None = None,
+        atomic: bool = False,
     ) -> int:
         """Entries are appended in file order; ``force`` resets existing ones, keeping
         their priority unless a new one is given."""
         with self._write() as conn:
             repre_seq = self._repre_seq(conn, project, repre_id)
-            params = {"site": site, "repre_seq": repre_seq, "priority": priority}
+            params = {"site": site, "repre_seq": repre_seq, "priority": priority,
+                      "atomic": int(atomic)}
             reset = 0
             if force:
                 reset = conn.execute(
@@ -1227,8 +1332,8 @@ class SqliteStore(Store):
                 ).rowcount
             added = conn.execute(
                 """
-                INSERT INTO file_sites (file_seq, site, priority)
-                SELECT f.seq, :site, :priority FROM files AS f
+                INSERT INTO file_sites (file_seq, site, priority, atomic)
+                SELECT f.seq, :site, :priority, :atomic FROM files AS f
                 WHERE f.repre_seq = :repre_seq AND NOT EXISTS (
                     SELECT 1 FROM file_sites WHERE file_seq = f.seq AND site = :site)
                 ORDER BY f.position
@@ -1398,7 +1503,7 @@ class SqliteStore(Store):
                     created_dt = excluded.created_dt, provider_id = excluded.provider_id,
                     checksum = excluded.checksum, tries = 0, error = NULL,
                     last_failed_dt = NULL, progress = NULL, next_attempt_dt = NULL,
-                    permanent = 0, lease_owner = NULL, lease_until = NULL
+                    permanent = 0, lease_owner = NULL, lease_until = NULL, staged_dt = NULL
                 WHERE file_sites.created_dt IS NULL
                   AND (file_sites.lease_until IS NULL OR file_sites.lease_until <= :now)
                 """,
@@ -1516,6 +1621,7 @@ def _work_item(project: str, remote_site: str, row: sqlite3.Row) -> WorkItem:
         priority=int(row["priority"]),
         tries=row["tries"],
         source_checksum=row["source_checksum"],
+        atomic=bool(row["atomic"]),
     )
 
 

@@ -98,3 +98,63 @@ def test_adopting_a_copy(store):
     assert site_status(state, RETRY, later(5)) is Status.SYNCED
     with pytest.raises(KeyError):
         store.adopt_file("demo", repre.id, make_repre().files[0].id, "gdrive", "x", "s", T0)
+
+
+def _lease(store, items, now):
+    return store.claim_many(items, "engine", now + timedelta(seconds=60), now)
+
+
+def test_when_complete_entries_are_staged_then_completed_together(store):
+    store.ensure_project("demo")
+    repre = make_repre(files=3, sites={"studio": {"created_dt": T0, "checksum": "sha256:aa"}})
+    store.insert_representation(repre)
+    assert store.add_site("demo", repre.id, "local", atomic=True, priority=70) == 3
+    work = store.find_work("demo", "local", "studio", RETRY, T0)
+    assert len(work) == 3 and all(w.atomic and w.direction is Direction.DOWNLOAD for w in work)
+    claims = _lease(store, work, T0)
+    assert store.has_unstaged("demo", repre.id, "local")
+    assert store.complete_staged("demo", repre.id, "local", T0) == 0  # nothing staged yet
+    assert store.record_staged(claims[0], "sha256:aa", later(1))
+    assert store.record_staged(claims[1], "sha256:aa", later(1))
+    state = store.get_file("demo", repre.id, repre.files[0].id).site("local")
+    assert state.staged_dt == later(1) and not state.available and state.atomic
+    assert state.lease_owner is None and state.checksum == "sha256:aa"
+    assert site_status(state, RETRY, later(2)) is Status.IN_PROGRESS  # moved, waiting
+    # staged files are done moving: no longer work, no longer claimable
+    assert [w.file_id for w in store.find_work("demo", "local", "studio", RETRY, later(100))] \
+        == [repre.files[2].id]
+    assert store.claim(work[0], "other", later(200), later(100)) is None
+    assert store.has_unstaged("demo", repre.id, "local")
+    assert store.staged_representations("demo", "local") == [repre.id]
+    assert store.staged_representations("demo", "studio") == []
+    assert store.complete_staged("demo", repre.id, "local", later(2)) == 0  # one to go
+    assert not store.get_file("demo", repre.id, repre.files[0].id).site("local").available
+    assert store.record_staged(claims[2], "sha256:aa", later(3))
+    assert not store.has_unstaged("demo", repre.id, "local")
+    assert store.complete_staged("demo", repre.id, "local", later(4)) == 3
+    for f in store.get_representation("demo", repre.id).files:
+        state = f.site("local")
+        assert state.created_dt == later(4) and state.staged_dt is None and state.progress is None
+        assert state.priority == 70 and state.checksum == "sha256:aa"
+        assert site_status(state, RETRY, later(5)) is Status.SYNCED
+    assert store.complete_staged("demo", repre.id, "local", later(5)) == 0  # done already
+    assert store.staged_representations("demo", "local") == []
+
+
+def test_reset_keeps_the_when_complete_mode_and_drops_the_staging(store):
+    store.ensure_project("demo")
+    repre = make_repre(files=2, sites={"studio": {"created_dt": T0}})
+    store.insert_representation(repre)
+    store.add_site("demo", repre.id, "local", atomic=True)
+    claims = _lease(store, store.find_work("demo", "local", "studio", RETRY, T0), T0)
+    store.record_staged(claims[0], "sha256:aa", later(1))
+    assert store.reset_site("demo", repre.id, "local") == 2
+    for f in store.get_representation("demo", repre.id).files:
+        assert f.site("local").atomic and f.site("local").staged_dt is None
+    assert len(store.find_work("demo", "local", "studio", RETRY, later(2))) == 2
+    plain = make_repre(files=1, sites={"studio": {"created_dt": T0}})
+    store.insert_representation(plain)
+    store.add_site("demo", plain.id, "local")
+    [item] = [w for w in store.find_work("demo", "local", "studio", RETRY, later(2))
+              if w.repre_id == plain.id]
+    assert not item.atomic
