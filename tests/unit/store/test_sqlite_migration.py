@@ -21,7 +21,8 @@ def test_a_version_1_database_is_upgraded_in_place(tmp_path: Path) -> None:
     conn.execute("INSERT INTO representations (id, project, context_json) VALUES ('r1', 'demo', '{}')")
     conn.execute("INSERT INTO files (repre_seq, position, id, path, size) VALUES "
                  "(1, 0, 'f1', '{root[work]}/a.exr', 10)")
-    conn.execute(f"INSERT INTO file_sites (file_seq, site, created_dt) VALUES (1, 'studio', {T0.timestamp()})")
+    conn.execute("INSERT INTO file_sites (file_seq, site, created_dt) VALUES (1, 'studio', ?)",
+                 (T0.timestamp(),))
     conn.execute("INSERT INTO file_sites (file_seq, site) VALUES (1, 'local')")
     conn.close()
     with SqliteStore(path) as store:
