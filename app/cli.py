@@ -23,6 +23,7 @@ from app import __version__, paths
 from app.cli_policy import POLICY_COMMANDS, add_policy_parsers
 from app.errors import ConfigError, SiteSyncError, StoreUnavailableError, UserFixableError
 from app.events.types import EngineStateChanged, Event, FileFailed, FileSynced
+from app.logs import close_log, log_to_file
 from app.model import Status, SummaryQuery
 from app.settings import Settings, load_settings
 from app.store import Store, open_store
@@ -122,16 +123,30 @@ def cmd_tray(ctx: _Context) -> int:
     creates the demo project. Imported here so headless commands never load Qt."""
     from ui.app import run_tray
 
-    return run_tray(ctx.args.config, debug=ctx.args.debug)
+    return run_tray(ctx.args.config, debug=ctx.args.debug,
+                    quit_after_s=getattr(ctx.args, "quit_after", None))
 
 
 def cmd_serve(ctx: _Context) -> int:
+    """The headless engine until SIGTERM/SIGINT (or, with --once, until nothing is left to
+    do now); its log also goes to ``serve.log`` in the log folder, rotated."""
+    log_file = log_to_file("serve.log", debug=ctx.args.debug)
+    try:
+        return _serve(ctx, log_file)
+    finally:
+        close_log(log_file)
+
+
+def _serve(ctx: _Context, log_file: logging.Handler | None) -> int:
     from app.engine.engine import Engine
 
     settings = ctx.settings
     engine = Engine(ctx.store, settings, state_path=paths.state_dir() / "engine.json",
                     serve_site=getattr(ctx.args, "site", None) or None)
     engine.bus.subscribe(_console_printer())
+    engine.bus.subscribe(_event_logger())
+    if isinstance(log_file, logging.FileHandler):
+        _print(f"logging to {log_file.baseFilename}")
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -159,6 +174,7 @@ def cmd_serve(ctx: _Context) -> int:
     engine.stop(drain=False)
     counts = engine.counts
     _print(f"stopped: {counts['synced']} file(s) synced, {counts['failed']} failure(s)")
+    _log.info("stopped: %d file(s) synced, %d failure(s)", counts["synced"], counts["failed"])
     return 0
 
 
@@ -175,6 +191,23 @@ def _console_printer() -> Callable[[Event], None]:
             _print(f"engine {event.state}{extra}")
 
     return show
+
+
+def _event_logger() -> Callable[[Event], None]:
+    """The same events in the log file (the console may be a journal kept for days only)."""
+    log = logging.getLogger("sitesync.serve")
+
+    def record(event: Event) -> None:
+        if isinstance(event, FileSynced):
+            log.info("synced %s %s (%d bytes, %.2f s)", event.target_site, event.path,
+                     event.size, event.seconds)
+        elif isinstance(event, FileFailed):
+            log.warning("%s %s %s: %s", "failed" if event.permanent else "will retry",
+                        event.target_site, event.path, event.error)
+        elif isinstance(event, EngineStateChanged):
+            log.info("engine %s%s", event.state, f": {event.message}" if event.message else "")
+
+    return record
 
 
 def cmd_status(ctx: _Context) -> int:
@@ -352,6 +385,16 @@ def cmd_doctor(ctx: _Context) -> int:
 # -- argument parsing -----------------------------------------------------------------------
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sitesync",
@@ -363,9 +406,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="verbose logs and tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    sub.add_parser("tray", help="the tray app with the sync engine (the default; creates "
-                   "the demo project on first run)")
-    sub.add_parser("run", help="same as tray")
+    for name, text in (("tray", "the tray app with the sync engine (the default; creates "
+                                "the demo project on first run)"), ("run", "same as tray")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--quit-after", type=_positive_seconds, metavar="SECONDS",
+                       help="quit by itself after this many seconds, as the menu's Quit does "
+                       "(smoke tests of an installed or packaged app)")
     p = sub.add_parser("serve", help="run the sync engine headless (no tray)")
     p.add_argument("--once", action="store_true", help="exit when nothing is left to do now")
     p.add_argument("--site", help="serve as this site (e.g. studio on a studio server)")

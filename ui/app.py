@@ -9,7 +9,6 @@ instead (exit code 2, like every settings/usage problem).
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import os
 import signal
 import sys
@@ -22,6 +21,7 @@ from PySide6.QtWidgets import QApplication, QMessageBox, QSystemTrayIcon
 from app import paths
 from app.errors import ConfigError
 from app.events.bus import EventBus
+from app.logs import log_to_file
 from app.settings import load_settings
 from ui.icons import app_icon
 from ui.single_instance import SingleInstance
@@ -70,25 +70,10 @@ def _wait_for_tray(app: QApplication) -> bool:
     return False
 
 
-def _log_to_file(debug: bool) -> None:
-    """Artists start the tray from a menu, so warnings go to a file they can send."""
-    try:
-        handler = logging.handlers.RotatingFileHandler(
-            paths.log_dir() / "tray.log", maxBytes=1_000_000, backupCount=3, encoding="utf-8")
-    except OSError as exc:
-        _log.warning("no log file: %s", exc)
-        return
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.setLevel(logging.DEBUG if debug else logging.INFO)
-    root = logging.getLogger()
-    root.addHandler(handler)
-    if not debug:
-        root.setLevel(min(root.level, logging.INFO))
-
-
 def run_tray(config: str | None = None, *, debug: bool = False, create_demo: bool = True,
-             argv: Sequence[str] | None = None) -> int:
-    """Run the tray app until Quit; returns the process exit code."""
+             argv: Sequence[str] | None = None, quit_after_s: float | None = None) -> int:
+    """Run the tray app until Quit (or, with ``quit_after_s``, until it quits by itself
+    that many seconds after starting, the way Quit does); returns the exit code."""
     problem = display_problem()
     if problem:
         return _fail(problem)
@@ -116,13 +101,15 @@ def run_tray(config: str | None = None, *, debug: bool = False, create_demo: boo
             QMessageBox.critical(None, "SiteSync: settings problem", str(exc))
             print(f"sitesync: error: settings problem: {exc}", file=sys.stderr, flush=True)
             return 2
-        _log_to_file(debug)
+        log_to_file("tray.log", debug=debug, max_bytes=1_000_000, backups=3)
         controller = TrayController(settings, bus=EventBus())
         instance.show_requested.connect(controller.open_queue)
         controller.finished.connect(app.quit)
         _quit_on_signals(controller)
         controller.show()
         controller.start(create_demo=create_demo)
+        if quit_after_s is not None:
+            QTimer.singleShot(int(quit_after_s * 1000), controller.quit)
         print(f"SiteSync is running in the system tray (settings: {settings.path}).", flush=True)
         return app.exec()
     finally:
