@@ -17,6 +17,7 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import pytest
+from PySide6.QtCore import QCoreApplication, QEvent
 
 from app.publish import build_representation
 from app.settings import Settings, load_settings
@@ -129,6 +130,13 @@ def make_controller(live, qtbot):
         if not controller._done:
             with qtbot.waitSignal(controller.finished, timeout=15000):
                 controller.quit()
+    # Delete them here, on the GUI thread. Left to Python's garbage collector, a
+    # controller can be destroyed on whichever thread runs the collection (an engine
+    # worker), racing the GUI thread's timers: a segfault in a later test.
+    for controller in made:
+        controller.deleteLater()
+    made.clear()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
 
 
 def started(make_controller, qtbot, **kwargs):
