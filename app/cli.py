@@ -194,16 +194,15 @@ def _console_printer() -> Callable[[Event], None]:
 
 
 def _event_logger() -> Callable[[Event], None]:
-    """The same events in the log file (the console may be a journal kept for days only)."""
+    """Synced files and engine states in the log file at INFO (the console may be a
+    journal kept for days only). Failures are not repeated here: the engine logs each
+    one as a warning itself."""
     log = logging.getLogger("sitesync.serve")
 
     def record(event: Event) -> None:
         if isinstance(event, FileSynced):
             log.info("synced %s %s (%d bytes, %.2f s)", event.target_site, event.path,
                      event.size, event.seconds)
-        elif isinstance(event, FileFailed):
-            log.warning("%s %s %s: %s", "failed" if event.permanent else "will retry",
-                        event.target_site, event.path, event.error)
         elif isinstance(event, EngineStateChanged):
             log.info("engine %s%s", event.state, f": {event.message}" if event.message else "")
 
