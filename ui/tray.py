@@ -188,6 +188,12 @@ class TrayController(QObject):
         self._reopen_timer = QTimer(self)
         self._reopen_timer.setSingleShot(True)
         self._reopen_timer.timeout.connect(self._reopen)
+        # A child timer, not QTimer.singleShot(ms, bound method): a pending singleShot
+        # outlives this object and fired into a deleted receiver (a crash in the event
+        # loop after the controller was collected); a child dies with its parent.
+        self._quit_timer = QTimer(self)
+        self._quit_timer.setSingleShot(True)
+        self._quit_timer.timeout.connect(self._finish_quit)
         self._set_engine_actions(False)
         self.update_view()
 
@@ -473,7 +479,7 @@ class TrayController(QObject):
 
         # A daemon thread: a stop stuck on a dead server can never keep the process alive.
         threading.Thread(target=stop, name="sitesync-quit", daemon=True).start()
-        QTimer.singleShot(int((timeout + 2) * 1000), self._finish_quit)
+        self._quit_timer.start(int((timeout + 2) * 1000))
 
     def _emit_stopped(self) -> None:
         if not self._done:
@@ -484,6 +490,9 @@ class TrayController(QObject):
         if self._done:
             return
         self._done = True
+        for timer in (self._quit_timer, self._status_timer, self._count_throttle,
+                      self._reopen_timer):
+            timer.stop()
         self.bridge.close()
         self.background.close()
         self.finished.emit()
