@@ -636,6 +636,10 @@ class Engine(PolicyControls):
     def _work(self, job: _Job) -> None:
         """Wait for a transfer slot on both sites (app.policy.concurrency), then move."""
         keys = slot_keys(job.item.source_site, job.item.target_site)
+        if self._state.paused:
+            # Claimed by a loop pass that began just before the pause: pause() cancelled
+            # only the jobs it could see, so this one must not start either.
+            job.token.cancel("syncing paused")
         if not self.slots.acquire(keys, job.token):
             _log.info("transfer of %s stopped before it started: %s", job.item.path,
                       job.token.reason)
