@@ -34,9 +34,11 @@ from ui.queue.columns import pretty_date, pretty_size, pretty_version
 from ui.queue.summary_model import QueueContext
 from ui.queue.worker import TaskRunner
 
-__all__ = ["DetailDialog", "FileDetailModel"]
+__all__ = ["PAGE_FILES", "DetailDialog", "FileDetailModel"]
 
 _HEADERS = ("File", "Size", "Active site", "Remote site", "Status")
+#: Files read at a time; "Show more" reads the next ones.
+PAGE_FILES = 1000
 _DISPLAY = int(Qt.ItemDataRole.DisplayRole)
 
 
@@ -83,16 +85,22 @@ class FileDetailModel(QObject):
         return list(self._files)
 
     def set_files(self, files: list[FileDetail]) -> None:
-        """Update the rows in place when the file list is the same (a refresh), so the
-        selection survives; rebuild them only if files came or went."""
+        """Update the rows in place when the files are the same or more of them (a
+        refresh, the next page), so the selection survives; rebuild them otherwise."""
         self._live = {k: v for k, v in self._live.items() if v < 1.0}
-        same = [f.file_id for f in files] == [f.file_id for f in self._files]
+        old = [f.file_id for f in self._files]
+        new = [f.file_id for f in files]
         self._files = list(files)
-        if not same:
-            self.items.removeRows(0, self.items.rowCount())
-            self.items.insertRows(0, len(files))
+        if new[:len(old)] == old:  # the same files, maybe more of them ("Show more")
+            if len(new) > len(old):
+                self.items.insertRows(len(old), len(new) - len(old))
+            for row in range(len(files)):
+                self._write(row, create=row >= len(old))
+            return
+        self.items.removeRows(0, self.items.rowCount())
+        self.items.insertRows(0, len(files))
         for row in range(len(files)):
-            self._write(row, create=not same)
+            self._write(row, create=True)
 
     def apply_progress(self, file_id: str, side: str, fraction: float) -> None:
         self._live[(file_id, side)] = fraction
@@ -138,6 +146,8 @@ class DetailDialog(QDialog):
         super().__init__(parent)
         self._store, self._runner, self._ctx, self._clock = store, runner, ctx, clock
         self.repre_id = row.repre_id
+        self._files_count = row.files_count
+        self._limit = PAGE_FILES
         self.setWindowTitle(f"Sync detail: {row.asset} / {row.subset} / "
                             f"{pretty_version(row.version)} / {row.representation}")
         self.resize(1000, 460)
@@ -165,6 +175,9 @@ class DetailDialog(QDialog):
         self.copy_button = QPushButton("Copy error")
         self.copy_button.clicked.connect(self._copy_error)
         self.status_label = QLabel("Loading…")
+        self.more_button = QPushButton(f"Show {PAGE_FILES:,} more files")
+        self.more_button.hide()
+        self.more_button.clicked.connect(self.show_more)
 
         splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.addWidget(self.table)
@@ -172,6 +185,7 @@ class DetailDialog(QDialog):
         splitter.setSizes([320, 120])
         buttons = QHBoxLayout()
         buttons.addWidget(self.status_label, 1)
+        buttons.addWidget(self.more_button)
         buttons.addWidget(self.copy_button)
         layout = QVBoxLayout(self)
         layout.addWidget(self.title)
@@ -180,12 +194,19 @@ class DetailDialog(QDialog):
         self.refresh()
 
     def refresh(self) -> None:
-        store, ctx, clock, repre_id = self._store, self._ctx, self._clock, self.repre_id
+        """Re-read the files shown so far (the first PAGE_FILES, more on request: an image
+        sequence can have 100,000 frames)."""
+        store, ctx, clock, repre_id, limit = (self._store, self._ctx, self._clock, self.repre_id,
+                                              self._limit)
         self._runner.submit(
             lambda: store.file_details(ctx.project, repre_id, ctx.active_site, ctx.remote_site,
-                                       ctx.retry_cnt, clock()),
+                                       ctx.retry_cnt, clock(), limit=limit),
             self._on_files, self._on_failed, channel=f"detail:{id(self)}",
         )
+
+    def show_more(self) -> None:
+        self._limit += PAGE_FILES
+        self.refresh()
 
     def representations_changed(self, repre_ids: set[str]) -> None:
         if self.repre_id in repre_ids:
@@ -204,7 +225,10 @@ class DetailDialog(QDialog):
         self.model.set_files(files)
         failed = sum(f.status is Status.FAILED for f in files)
         synced = sum(f.status is Status.SYNCED for f in files)
-        self.status_label.setText(f"{len(files)} files: {synced} synced, {failed} failed")
+        more = len(files) >= self._limit and self._files_count > len(files)
+        shown = f"{len(files):,} of {self._files_count:,} files" if more else f"{len(files):,} files"
+        self.status_label.setText(f"{shown}: {synced:,} synced, {failed:,} failed")
+        self.more_button.setVisible(more)
         self._show_error(self.table.currentIndex())
 
     def _on_failed(self, exc: BaseException) -> None:
