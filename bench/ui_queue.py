@@ -20,7 +20,7 @@ GUI thread. It uses the same ``Store.summary_page`` as SiteSync, so the differen
 window's design, not the database work per query.
 
 Usage:  QT_QPA_PLATFORM=offscreen python -m bench.ui_queue [--reps 100000] [--files 1000]
-            [--mongo-reps 10000] [--cache DIR] [--out FILE]
+            [--mongo-reps 10000] [--repeat 3] [--sync-repeat 1] [--cache DIR] [--out FILE]
 Seeding 100,000 representations takes about a minute; ``--cache DIR`` keeps the seeded
 SQLite file there for the next run. Prints a Markdown table (also to --out).
 """
@@ -321,6 +321,12 @@ class Result:
     rows_seen_synced: int = 0
 
 
+def _median(results: list[Result]) -> Result:
+    """Each field's median over the runs."""
+    fields = Result.__dataclass_fields__
+    return Result(**{name: statistics.median(getattr(r, name) for r in results) for name in fields})
+
+
 def open_window(kind: str, store: Store, settings: Settings, bridge: Any, engine: Any) -> Any:
     if kind == "sitesync":
         window = SyncQueueWindow(store, settings, bridge, engine)
@@ -424,7 +430,8 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def mongo_first_page(reps: int, heartbeat: Heartbeat, tmp: Path) -> dict[str, Result]:
+def mongo_first_page(reps: int, heartbeat: Heartbeat, tmp: Path,
+                     repeat: int) -> dict[str, list[Result]]:
     """First page on MongoDB for both windows. The server is SecantusDB (the test suite's
     MongoDB-wire server) in its own process, as a studio's mongod would be: in this
     process its Python threads would compete for the GIL and blame the window."""
@@ -438,7 +445,7 @@ def mongo_first_page(reps: int, heartbeat: Heartbeat, tmp: Path) -> dict[str, Re
          "--storage-path", str(tmp / "mongo"), "--cache-size", "512M", "--log-level", "ERROR"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
-    results = {}
+    results: dict[str, list[Result]] = {}
     try:
         client = MongoClient(uri, serverSelectionTimeoutMS=30_000)
         client.admin.command("ping")
@@ -456,10 +463,11 @@ def mongo_first_page(reps: int, heartbeat: Heartbeat, tmp: Path) -> dict[str, Re
         seeder.close()
         client.close()
         settings = write_settings(tmp, tmp / "local", tmp / "studio", database_url=uri)
-        for kind in ("sitesync", "openpype"):
-            store = MongoStore(uri, database="bench")
-            results[kind] = first_page(kind, store, settings, heartbeat)
-            store.close()
+        for _ in range(repeat):
+            for kind in ("sitesync", "openpype"):
+                store = MongoStore(uri, database="bench")
+                results.setdefault(kind, []).append(first_page(kind, store, settings, heartbeat))
+                store.close()
     finally:
         server.terminate()
         server.wait(30)
@@ -475,6 +483,10 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=1_000)
     parser.add_argument("--mongo-reps", type=int, default=10_000,
                         help="representations for the MongoDB first-page run (0: skip)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="first-page runs per window and store (the median is shown)")
+    parser.add_argument("--sync-repeat", type=int, default=1,
+                        help="syncing runs per window (the median is shown)")
     parser.add_argument("--cache", help="keep the seeded SQLite database in this folder")
     parser.add_argument("--out")
     args = parser.parse_args()
@@ -497,23 +509,35 @@ def main() -> None:
             partial.rename(base_db)
         settings = write_settings(tmp, local_root, tmp / "unused-studio")
 
-        rows = []
-        for kind in ("sitesync", "openpype"):
-            store = SqliteStore(base_db)
-            rows.append(("SQLite", args.reps + args.files // FILES_PER_NEW_REPRE, kind,
-                         first_page(kind, store, settings, heartbeat)))
-            store.close()
+        runs: dict[tuple[str, int, str], list[Result]] = {}
+        total_reps = args.reps + args.files // FILES_PER_NEW_REPRE
+        for _ in range(args.repeat):  # alternating, so a busy moment hits both
+            for kind in ("sitesync", "openpype"):
+                store = SqliteStore(base_db)
+                runs.setdefault(("SQLite", total_reps, kind), []).append(
+                    first_page(kind, store, settings, heartbeat))
+                store.close()
         if args.mongo_reps:
-            for kind, result in mongo_first_page(args.mongo_reps, heartbeat, tmp).items():
-                rows.append(("MongoDB (SecantusDB)", args.mongo_reps, kind, result))
-        sync_rows = [(kind, syncing(kind, tmp, base_db, local_root, args.files, heartbeat))
-                     for kind in ("sitesync", "openpype")]
+            mongo = mongo_first_page(args.mongo_reps, heartbeat, tmp, args.repeat)
+            for kind, results in mongo.items():
+                runs[("MongoDB (SecantusDB)", args.mongo_reps, kind)] = results
+        rows = [(store_name, reps, kind, _median(results))
+                for (store_name, reps, kind), results in runs.items()]
+        sync_runs: dict[str, list[Result]] = {}
+        for repeat in range(args.sync_repeat):
+            for kind in ("sitesync", "openpype"):
+                sync_tmp = tmp / f"sync-{repeat}"
+                sync_tmp.mkdir(exist_ok=True)
+                sync_runs.setdefault(kind, []).append(
+                    syncing(kind, sync_tmp, base_db, local_root, args.files, heartbeat))
+        sync_rows = [(kind, _median(results)) for kind, results in sync_runs.items()]
     del app
 
     names = {"sitesync": "SiteSync Sync Queue", "openpype": "OpenPype-style (sync, reset every 5 s)"}
     lines = [
         f"Sync Queue window vs OpenPype-style baseline, {os.cpu_count()} cores, "
-        f"heartbeat {heartbeat.interval * 1000:.0f} ms",
+        f"heartbeat {heartbeat.interval * 1000:.0f} ms, medians of {args.repeat} first-page and "
+        f"{args.sync_repeat} syncing run(s) per window",
         "",
         "| store | representations | window | first page on screen (s) | longest UI stall meanwhile (ms) |",
         "|---|---:|---|---:|---:|",
@@ -529,7 +553,7 @@ def main() -> None:
     ]
     for kind, r in sync_rows:
         lines.append(f"| real Engine, 2 local_drive sites | {names[kind]} | {r.sync_s:.1f} | "
-                     f"{r.sync_stall_ms:,.0f} | {r.sync_p99_ms:,.0f} | {r.rows_seen_synced} |")
+                     f"{r.sync_stall_ms:,.0f} | {r.sync_p99_ms:,.0f} | {int(r.rows_seen_synced)} |")
     text = "\n".join(lines)
     print(text)
     if args.out:
