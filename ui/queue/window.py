@@ -669,6 +669,8 @@ class SyncQueueWindow(QMainWindow):
 
     def showEvent(self, event: QShowEvent) -> None:
         super().showEvent(event)
+        if not event.spontaneous():
+            self.projects.refresh()  # pauses set meanwhile from the CLI or another machine
         if self._hidden_overflow:
             self._hidden_overflow = False
             self.model.requery()

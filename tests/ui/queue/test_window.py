@@ -375,8 +375,10 @@ def test_a_hidden_window_catches_up_when_shown(qtbot, env, open_window):
     env.wait_for(lambda: env.store.get_representation("demo", repre).files[0].site("studio").available)
     qtbot.wait(400)  # the bridge's coalesced signals arrive while hidden
     assert statuses(window)["later"] is Status.QUEUED
+    env.store.set_project_paused("demo", True)  # from the CLI, say, while hidden
     window.show()
     qtbot.waitUntil(lambda: statuses(window)["later"] is Status.SYNCED, timeout=WAIT)
+    qtbot.waitUntil(lambda: "(paused)" in window.projects.list.currentItem().text(), timeout=WAIT)
 
 
 @sqlite_only
