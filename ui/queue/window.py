@@ -258,7 +258,8 @@ class SyncQueueWindow(QMainWindow):
         self.setCentralWidget(splitter)
 
         self.message_label = QLabel()
-        self.engine_label = QLabel("Engine: not running" if self.engine is None else "Engine: …")
+        state = getattr(self.engine, "state", None) if self.engine is not None else "not running"
+        self.engine_label = QLabel(f"Engine: {state or '…'}")
         self.statusBar().addWidget(self.message_label, 1)
         self.statusBar().addPermanentWidget(self.engine_label)
         self._update_status_button()
