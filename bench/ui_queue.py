@@ -190,7 +190,7 @@ class Heartbeat(QObject):
     def p99_ms(self) -> float:
         if len(self.gaps) < 2:
             return self.longest_ms
-        return statistics.quantiles(self.gaps, n=100)[98] * 1000
+        return statistics.quantiles(self.gaps, n=100, method="inclusive")[98] * 1000
 
 
 def spin_until(condition: Callable[[], bool], timeout_s: float) -> bool:
