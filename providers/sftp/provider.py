@@ -64,6 +64,8 @@ _MISSING = (asyncssh.SFTPNoSuchFile, asyncssh.SFTPNoSuchPath)
 #: thousand files in one folder then cost no extra round trips each.
 _DIR_CACHE_S = 60.0
 _DIR_CACHE_MAX = 10_000
+#: How long a paused or interrupted upload waits for its requests in flight.
+_SETTLE_S = 1.0
 
 
 def _load_key(site: str, options: SftpOptions) -> Any | None:
@@ -582,10 +584,16 @@ class SftpProvider(Provider):
         self.pool.release(channel)
 
     async def _keep(self, upload: Upload) -> None:
-        """Leave the part for a resume: let requests in flight land, close, release."""
-        await upload.settle_quietly(min(10.0, self.options.stall_timeout_s))
-        await upload._close_file()
-        upload._release(broken=False)
+        """Leave the part for a resume. Requests in flight get a moment to land; if the
+        server does not answer (a pause on a stuck server must not wait for it), the
+        channel is dropped instead: the server keeps whatever it wrote, and the next
+        attempt resumes from the part's size and verifies the whole file."""
+        if await upload.settle_quietly(_SETTLE_S):
+            await upload._close_file()
+            upload._release(broken=False)
+        else:
+            upload.file = None
+            upload._release(broken=True)
 
     async def _abort(self, upload: Upload, keep_partial: bool) -> None:
         await (self._keep(upload) if keep_partial else self._discard(upload))

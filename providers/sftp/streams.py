@@ -254,13 +254,15 @@ class Upload(_Stream):
             raise TransientError(f"upload of {self.part} on site '{self.site}' has unconfirmed "
                                  "data; will retry")
 
-    async def settle_quietly(self, timeout: float) -> None:
-        """For a pause: let requests in flight finish (their bytes count for the resume),
-        without reconnecting."""
-        if self.tasks:
+    async def settle_quietly(self, timeout: float) -> bool:
+        """For a pause: give requests in flight ``timeout`` seconds to finish, without
+        reconnecting; True if they all did (the channel is then in a clean state)."""
+        pending: set[asyncio.Task] = set(self.tasks)
+        if pending:
             with contextlib.suppress(Exception):
-                await asyncio.wait(list(self.tasks), timeout=timeout)
+                _, pending = await asyncio.wait(pending, timeout=timeout)
         await self._drop_tasks()
+        return not pending
 
 
 class Download(_Stream):

@@ -1,6 +1,7 @@
 """End-to-end: the engine syncing studio storage (local_drive) with an SFTP site on a real
 OpenSSH sshd, both ways, on both store back-ends; then what goes wrong on the way: a cut
-connection, a server restart, a changed host key, a full disk on the server."""
+connection, a server restart, a pause while the server hangs, a changed host key, a full
+disk on the server."""
 
 from __future__ import annotations
 
@@ -167,6 +168,37 @@ def test_server_restart_mid_transfer_resumes_from_the_partial_file(make_env, ssh
     resumed = [event.resumed_from for event in env.of_type(TransferStarted)]
     assert resumed[0] == 0 and resumed[-1] > 0, resumed
     assert _state(env, repre_id, target).tries == 0  # success clears the failed try
+    _check_copies(env, repre_id)
+
+
+@pytest.mark.slow
+def test_pausing_mid_upload_keeps_the_part_on_the_server_and_resumes(make_env, sshd):
+    env = make_env(sftp_stall_timeout_s=30)
+    repre_id = _publish(env, sshd, STUDIO, "paused", files=1, size=24 * MiB)
+    engine = env.engine()
+    frozen: list[int] = []
+
+    def pause_on_a_stuck_server() -> None:
+        # The server stops answering, so the upload blocks inside a write: the pause
+        # must still stop it at once (the provider's interrupt), not after the stall timeout.
+        frozen.extend(sshd.freeze_connections())
+        threading.Thread(target=engine.pause_representation,
+                         args=("demo", repre_id, REMOTE), daemon=True).start()
+
+    _cut_once(env, pause_on_a_stuck_server)
+    engine.start()
+    try:
+        env.wait_for(lambda: frozen and engine.in_flight == 0, timeout=10)
+    finally:
+        sshd.kill(frozen)
+    state = _state(env, repre_id, REMOTE)
+    assert state.tries == 0 and state.created_dt is None and not env.of_type(FileFailed)
+    (part,) = env.part_files()
+    assert part.parent.is_relative_to(env.roots[REMOTE]) and part.stat().st_size > 0
+    engine.pause_representation("demo", repre_id, REMOTE, paused=False)
+    env.wait_for(lambda: _synced(env, repre_id, REMOTE), timeout=60)
+    resumed = [event.resumed_from for event in env.of_type(TransferStarted)]
+    assert resumed[0] == 0 and resumed[-1] > 0, resumed
     _check_copies(env, repre_id)
 
 
