@@ -234,7 +234,9 @@ class SessionPool:
                     conn.busy += 1
                     return Channel(conn, conn.idle.pop())
             conn = self._pick()
-            if conn is None and self._can_connect():
+            if conn is None and self._can_connect() and self._connecting == 0:
+                # One login at a time once one connection is up: a burst of requests
+                # waits for it instead of opening every allowed connection at once.
                 conn = await self._connect()
             if conn is None:
                 await self._wait(deadline, "an SFTP channel")

@@ -66,6 +66,8 @@ _DIR_CACHE_S = 60.0
 _DIR_CACHE_MAX = 10_000
 #: How long a paused or interrupted upload waits for its requests in flight.
 _SETTLE_S = 1.0
+#: Writes smaller than this (together) are held back until the next call that moves data.
+_HOLD_BYTES = 1 << 20
 
 
 def _load_key(site: str, options: SftpOptions) -> Any | None:
@@ -96,6 +98,11 @@ def _load_key(site: str, options: SftpOptions) -> Any | None:
         raise ConfigError(f"site '{site}': cannot read the SSH key {options.key_path} "
                           f"({exc.strerror or exc})", key=f"sites.{site}.sftp_key",
                           fix="make the file readable by the user running SiteSync") from None
+
+
+async def _fsync(file: Any) -> None:
+    with contextlib.suppress(asyncssh.SFTPOpUnsupported):  # a server without fsync@openssh.com
+        await file.fsync()
 
 
 class _Interruptible:
@@ -137,11 +144,17 @@ class SftpReader(_Interruptible, Reader):
     def __init__(self, provider: SftpProvider, download: Download) -> None:
         super().__init__(provider)
         self._download: Download | None = download
+        self._at_end = False
 
     def read(self, size: int) -> bytes:
-        if self._download is None:
+        download = self._download
+        if download is None:
             raise ValueError("reader is closed")
-        return self._stream_call(self._download.read(size))
+        if self._at_end:  # known at the last call: no round trip to say b""
+            return b""
+        data = self._stream_call(download.read(size))
+        self._at_end = download.at_end
+        return data
 
     def changed(self) -> str | None:
         if self._download is None:
@@ -149,9 +162,12 @@ class SftpReader(_Interruptible, Reader):
         return self._provider._run(self._download.changed())
 
     def close(self) -> None:
+        """Returns at once: the handle is closed and the channel handed back on the loop
+        (nothing the engine waits for)."""
         download, self._download = self._download, None
         if download is not None:
-            self._provider._run_quietly(self._provider._close_download(download))
+            with contextlib.suppress(SiteSyncError):
+                self._provider._submit(self._provider._close_download(download))
 
 
 class SftpWriter(_Interruptible, Writer):
@@ -163,23 +179,38 @@ class SftpWriter(_Interruptible, Writer):
         self._rootless = rootless
         self._final = final
         self.offset = upload.confirmed
+        #: Small writes held back and sent with the next large one or with the commit: a
+        #: small file then costs one call into the loop instead of two.
+        self._held: list[bytes] = []
+        self._held_bytes = 0
 
     def _open(self) -> Upload:
         if self._upload is None:
             raise ValueError(f"writer for {self._rootless} is already committed or aborted")
         return self._upload
 
+    def _take_held(self, data: bytes = b"") -> bytes:
+        held, self._held, self._held_bytes = self._held, [], 0
+        return b"".join([*held, data]) if held else data
+
     def write(self, data: bytes) -> None:
-        self._stream_call(self._open().write(data))
+        upload = self._open()
+        if self._held_bytes + len(data) < _HOLD_BYTES:
+            self._held.append(bytes(data))
+            self._held_bytes += len(data)
+            return
+        self._stream_call(upload.write(self._take_held(data)))
 
     def commit(self, expected_size: int, expected_hashes: Mapping[str, str]) -> RemoteFile:
         upload = self._open()
         self._upload = None
         return self._stream_call(self._provider._commit(upload, self._rootless, self._final,
-                                                        expected_size, expected_hashes))
+                                                        expected_size, expected_hashes,
+                                                        self._take_held()))
 
     def abort(self, keep_partial: bool) -> None:
         upload, self._upload = self._upload, None
+        self._take_held()  # never sent: the resume starts from what the server has
         if upload is not None:
             self._provider._run_quietly(self._provider._abort(upload, keep_partial))
 
@@ -346,12 +377,24 @@ class SftpProvider(Provider):
             raise PathEscapeError(
                 f"refusing {rootless!r} on site '{self.site}': a symlink on the server makes it "
                 f"resolve to {real}, outside root {root}")
+        if probe == path and real == posixpath.join(real_root, posixpath.relpath(path, root)):
+            # No symlink anywhere below the root: its folder can be trusted for a while.
+            self._trust(path if folder else posixpath.dirname(path))
+
+    def _trust(self, folder: str) -> None:
+        if len(self._dirs) > _DIR_CACHE_MAX:
+            self._dirs.clear()
+        self._dirs[folder] = time.monotonic()
+
+    def _folder_trusted(self, folder: str) -> bool:
+        """Whether ``folder`` was found inside its root within the last _DIR_CACHE_S."""
+        checked = self._dirs.get(folder)
+        return checked is not None and time.monotonic() - checked < _DIR_CACHE_S
 
     async def _ensure_folder(self, sftp: Any, root: str, folder: str, rootless: str) -> None:
         """Create the target's folder (below the root only) after checking that its
         deepest existing ancestor is inside the root."""
-        checked = self._dirs.get(folder)
-        if checked is not None and time.monotonic() - checked < _DIR_CACHE_S:
+        if self._folder_trusted(folder):
             return
         missing = []
         probe = folder
@@ -382,9 +425,7 @@ class SftpProvider(Provider):
                 if attrs.permissions is not None and not stat_mod.S_ISDIR(attrs.permissions):
                     raise PermanentError(f"a file is in the way of folder {path} on site "
                                          f"'{self.site}' ({self.options.host}); rename or remove it") from exc
-        if len(self._dirs) > _DIR_CACHE_MAX:
-            self._dirs.clear()
-        self._dirs[folder] = time.monotonic()
+        self._trust(folder)
 
     # -- operations -----------------------------------------------------------------------
 
@@ -394,13 +435,24 @@ class SftpProvider(Provider):
         async def op(channel: Channel) -> RemoteFile | None:
             sftp = channel.sftp
             await self._real_root(sftp, root)
-            check = asyncio.ensure_future(self._check_inside(sftp, root, path, rootless_path))
-            try:
-                attrs = await self._t(sftp.stat(path))
-            except _MISSING:
-                attrs = None
-            finally:
-                await check  # a refused path wins over whatever stat found
+            attrs = None
+            if self._folder_trusted(posixpath.dirname(path)):
+                # The folder was checked lately: a plain file in it is inside the root,
+                # so one lstat answers; only a symlink needs its target checked.
+                try:
+                    attrs = await self._t(sftp.lstat(path))
+                except _MISSING:
+                    return None
+                if attrs.permissions is not None and stat_mod.S_ISLNK(attrs.permissions):
+                    attrs = None
+            if attrs is None:
+                check = asyncio.ensure_future(self._check_inside(sftp, root, path, rootless_path))
+                try:
+                    attrs = await self._t(sftp.stat(path))
+                except _MISSING:
+                    attrs = None
+                finally:
+                    await check  # a refused path wins over whatever stat found
             if attrs is None:
                 return None
             if attrs.permissions is not None and not stat_mod.S_ISREG(attrs.permissions):
@@ -417,6 +469,14 @@ class SftpProvider(Provider):
         root, path = self._locate(rootless_path)
 
         async def op(channel: Channel) -> Download:
+            if self._folder_trusted(posixpath.dirname(path)):
+                # A plain file in a folder checked lately is inside the root; only a
+                # symlink needs the full check below.
+                download = Download(self.pool, self.site, self.options, path)
+                await download.open(channel, offset, follow=False)
+                if not download.is_link:
+                    return download
+                await download._close_file()
             check = asyncio.ensure_future(self._check_inside(channel.sftp, root, path, rootless_path))
             download = Download(self.pool, self.site, self.options, path)
             try:
@@ -437,8 +497,10 @@ class SftpProvider(Provider):
         return SftpReader(self, download)
 
     async def _close_download(self, download: Download) -> None:
-        await download.finish()
-        download._release(broken=False)
+        try:
+            await download.finish()
+        finally:
+            download._release(broken=False)
 
     def open_writer(self, rootless_path: str, size: int, resume: bool = True) -> Writer:
         root, final = self._locate(rootless_path)
@@ -447,20 +509,29 @@ class SftpProvider(Provider):
         async def op(channel: Channel) -> Upload:
             sftp = channel.sftp
             folder = posixpath.dirname(final)
+            upload = Upload(self.pool, self.site, self.options, part)
+            upload.disk_full_check = lambda exc: self._disk_full(sftp, part, size, exc)
+            attrs = None
             for attempt in (1, 2):
                 await self._ensure_folder(sftp, root, folder, rootless_path)
+                # Usually there is no part yet: an exclusive create never follows a
+                # symlink nor truncates anything, so it needs no lstat before it.
+                try:
+                    await upload.create(channel)
+                    return upload
+                except _MISSING:  # the (cached) folder was removed meanwhile
+                    self._dirs.pop(folder, None)
+                    if attempt == 2:
+                        raise
+                    continue
+                except (asyncssh.SFTPFailure, asyncssh.SFTPFileAlreadyExists) as exc:
+                    refused: BaseException = exc  # it exists (or the server said no)
                 try:
                     attrs = await self._t(sftp.lstat(part))
+                    break
                 except _MISSING:
-                    attrs = None
-                    if attempt == 1 and folder in self._dirs:
-                        # The cached folder may have been removed: make sure it exists.
-                        try:
-                            await self._t(sftp.stat(folder))
-                        except _MISSING:
-                            self._dirs.pop(folder, None)
-                            continue
-                break
+                    if attempt == 2:  # not there, yet the create failed: say why
+                        raise refused from None
             kept = 0
             if attrs is not None and attrs.permissions is not None:
                 if stat_mod.S_ISLNK(attrs.permissions):
@@ -471,8 +542,6 @@ class SftpProvider(Provider):
                                          "regular file; remove it")
                 kept = attrs.size or 0
             offset = kept if resume and kept <= size else 0
-            upload = Upload(self.pool, self.site, self.options, part)
-            upload.disk_full_check = lambda exc: self._disk_full(sftp, part, size, exc)
             await upload.open(channel, offset, kept)
             return upload
 
@@ -498,19 +567,20 @@ class SftpProvider(Provider):
             "over quota; will retry")
 
     async def _commit(self, upload: Upload, rootless: str, final: str, expected_size: int,
-                      expected_hashes: Mapping[str, str]) -> RemoteFile:
+                      expected_hashes: Mapping[str, str], held: bytes = b"") -> RemoteFile:
         wanted = {name.lower(): value.lower() for name, value in expected_hashes.items()
                   if name.lower() in hashlib.algorithms_guaranteed}
         part = upload.part
         try:
+            if held:
+                await upload.write(held)
             while True:
                 try:
                     await upload.drain()
                     channel = upload.channel
                     assert channel is not None and upload.file is not None
-                    with contextlib.suppress(asyncssh.SFTPOpUnsupported):  # fsync@openssh.com
-                        await self._t(upload.file.fsync())
-                    attrs = await self._t(upload.file.stat())
+                    # fsync@openssh.com and the size, in one round trip.
+                    _, attrs = await self._t(asyncio.gather(_fsync(upload.file), upload.file.stat()))
                     size = attrs.size or 0
                     problems = []
                     got: dict[str, str] = {}

@@ -167,6 +167,16 @@ class Upload(_Stream):
         self.block = BLOCK_BYTES
         self.disk_full_check: Callable[[BaseException], Awaitable[SiteSyncError]] | None = None
 
+    async def create(self, channel: Channel) -> None:
+        """Create the part, failing if anything (a file, a symlink) has that name."""
+        self.channel = channel
+        flags = asyncssh.FXF_READ | asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_EXCL
+        self.file = await asyncio.wait_for(
+            channel.sftp.open(self.part, flags, encoding=None, block_size=0),
+            self.options.stall_timeout_s)
+        self.block = _block_size(channel.sftp, "max_write_len")
+        self.pos = self.confirmed = 0
+
     async def open(self, channel: Channel, offset: int, existing: int) -> None:
         """Open the part on ``channel`` (already leased), keeping ``offset`` of the
         ``existing`` bytes a part file already holds."""
@@ -277,15 +287,30 @@ class Download(_Stream):
         self.ready: dict[int, bytes] = {}
         self.block = BLOCK_BYTES
         self.identity: tuple[int | None, int | None] = (None, None)
+        self.is_link = False
 
-    async def open(self, channel: Channel, offset: int, file: Any = None) -> None:
-        """Open ``path`` on ``channel`` (already leased), or use an open ``file``."""
+    async def open(self, channel: Channel, offset: int, follow: bool = True) -> None:
+        """Open ``path`` on ``channel`` (already leased). The open and a stat of the path
+        go out together (one round trip); :meth:`changed` later compares the handle and
+        the path with what the stat saw. With ``follow=False`` the stat is an lstat and
+        :attr:`is_link` tells whether the path is a symlink (the caller checks it)."""
         self.channel = channel
-        if file is None:
-            file = await asyncio.wait_for(channel.sftp.open(self.path, "rb", encoding=None, block_size=0),
-                                          self.options.stall_timeout_s)
-        self.file = file
-        attrs = await asyncio.wait_for(file.stat(), self.options.stall_timeout_s)
+        sftp = channel.sftp
+        opened, attrs = await asyncio.gather(
+            asyncio.wait_for(sftp.open(self.path, "rb", encoding=None, block_size=0),
+                             self.options.stall_timeout_s),
+            asyncio.wait_for((sftp.stat if follow else sftp.lstat)(self.path),
+                             self.options.stall_timeout_s),
+            return_exceptions=True)
+        if isinstance(opened, BaseException) or isinstance(attrs, BaseException):
+            if not isinstance(opened, BaseException):
+                with contextlib.suppress(Exception):
+                    await opened.close()
+            raise opened if isinstance(opened, BaseException) else attrs
+        self.file = opened
+        if attrs.permissions is not None and stat_mod.S_ISLNK(attrs.permissions):
+            self.is_link = True
+            return
         if attrs.permissions is not None and not stat_mod.S_ISREG(attrs.permissions):
             await self._close_file()
             raise PermanentError(f"{self.path} on site '{self.site}' is not a regular file "
@@ -345,8 +370,13 @@ class Download(_Stream):
             end = offset + len(data)
             self.size = max(self.size, end)  # the file grew: keep reading (the engine decides)
             wanted = task.length  # type: ignore[attr-defined]
-            if len(data) < wanted:  # a short read: ask for the rest of that block
-                self._request(end, wanted - len(data))
+            if len(data) < wanted:
+                if end == self.size:
+                    # Short at the size seen when opening: the end (a file still growing
+                    # is caught by changed(), which compares sizes after the last byte).
+                    self.eof = end if self.eof is None else min(self.eof, end)
+                else:  # a short read mid-file: ask for the rest of that block
+                    self._request(end, wanted - len(data))
         if failure is None:
             return
         if is_connection_error(failure):
@@ -354,6 +384,11 @@ class Download(_Stream):
             return
         await self._drop_tasks()
         raise self.classify(failure) from failure
+
+    @property
+    def at_end(self) -> bool:
+        """Every byte up to the end of the file has been handed out."""
+        return self.eof is not None and self.pos >= self.eof
 
     async def read(self, size: int) -> bytes:
         out: list[bytes] = []
@@ -384,18 +419,21 @@ class Download(_Stream):
         catches it when there is one."""
         if self.file is None or self.channel is None:
             return None
-        try:
-            attrs = await asyncio.wait_for(self.file.stat(), self.options.stall_timeout_s)
-            if (attrs.size, attrs.mtime) != self.identity:
-                return "it was modified while being read"
-            try:
-                current = await asyncio.wait_for(self.channel.sftp.stat(self.path),
-                                                 self.options.stall_timeout_s)
-            except (asyncssh.SFTPNoSuchFile, asyncssh.SFTPNoSuchPath):
-                return None  # deleted or renamed away: the open handle still gave one version
-        except Exception as exc:
-            raise self.classify(exc) from exc
-        if (current.size, current.mtime) != self.identity:
+        handle, path = await asyncio.gather(
+            asyncio.wait_for(self.file.stat(), self.options.stall_timeout_s),
+            asyncio.wait_for(self.channel.sftp.stat(self.path), self.options.stall_timeout_s),
+            return_exceptions=True)
+        for result in (handle, path):
+            if isinstance(result, BaseException) and not isinstance(
+                    result, asyncssh.SFTPNoSuchFile | asyncssh.SFTPNoSuchPath):
+                raise self.classify(result) from result
+        if isinstance(handle, BaseException):
+            raise self.classify(handle) from handle
+        if (handle.size, handle.mtime) != self.identity:
+            return "it was modified while being read"
+        if isinstance(path, BaseException):
+            return None  # deleted or renamed away: the open handle still gave one version
+        if (path.size, path.mtime) != self.identity:
             return "it was replaced by another file while being read"
         return None
 
@@ -435,6 +473,8 @@ async def hash_remote_file(file: Any, size: int, stall_s: float,
                 total += len(data)
                 if len(data) >= length:
                     break
+                if offset + len(data) == size:  # the size fstat just gave: done
+                    return total, _digests(hashers, sorted(algorithms))
                 offset, length = offset + len(data), length - len(data)
                 data = await asyncio.wait_for(file.read(length, offset), stall_s)
             if not queue and issued > size:

@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from app.errors import CancelledTransfer, ConfigError, PermanentError, TransientError
+from app.errors import CancelledTransfer, ConfigError, PathEscapeError, PermanentError, TransientError
 from providers.registry import create_provider
 from providers.sftp import SftpProvider, streams
 from providers.sftp.verify import REREAD_MAX_BYTES
@@ -481,3 +481,18 @@ def test_move_renames_on_the_server_and_never_replaces(make, root):
     assert (root / "conflicts/shot.1.exr").read_bytes() == b"mine"
     with pytest.raises(PermanentError, match="does not exist"):
         provider.move("{root[work]}/a/gone.exr", "{root[work]}/a/gone2.exr")
+
+
+def test_a_symlinked_file_in_a_checked_folder_is_still_refused(sshd, make, root):
+    outside = sshd.folder(f"secret-{uuid.uuid4().hex[:8]}")
+    (outside / "passwords.txt").write_text("nope")
+    provider = make()
+    _put(provider, "{root[work]}/shots/a.exr", b"frame")  # the folder is now known to be inside
+    assert _read(provider, "{root[work]}/shots/a.exr") == b"frame"
+    (root / "shots" / "leak.exr").symlink_to(outside / "passwords.txt")
+    with pytest.raises(PathEscapeError):
+        provider.stat("{root[work]}/shots/leak.exr")
+    with pytest.raises(PathEscapeError):
+        provider.open_reader("{root[work]}/shots/leak.exr")
+    (root / "shots" / "inner.exr").symlink_to(root / "shots" / "a.exr")  # inside: allowed
+    assert _read(provider, "{root[work]}/shots/inner.exr") == b"frame"
