@@ -6,11 +6,12 @@ all a developer laptop needs): it can then only log in as that user, needs no
 ``/run/sshd``, and its login shell is plain ``/bin/sh`` so a remote ``sha256sum`` costs
 milliseconds (root's shell here sources a heavy ``.bashrc``).
 
-It listens on two free high ports with one host key:
+It listens on three free high ports with one host key:
 
 * ``port``: SFTP and exec (shell commands), what most studio servers allow their artists;
 * ``sftp_only_port``: ``ForceCommand internal-sftp``, the locked-down setup where a
-  remote hash command is impossible and the provider must verify by reading back.
+  remote hash command is impossible and the provider must verify by reading back;
+* ``coreutils_port``: commands find ``sha256sum`` but no ``openssl`` (a minimal server).
 
 Helpers simulate what goes wrong in production: :meth:`drop_connections` kills every
 session process (a cut network or a reboot of the far end seen from the client),
@@ -39,6 +40,7 @@ USER = "sitesync-sftp"
 _CONFIG = """\
 Port {port}
 Port {sftp_only_port}
+Port {coreutils_port}
 ListenAddress 127.0.0.1
 HostKey {etc}/hostkey
 PidFile {etc}/sshd.pid
@@ -54,6 +56,8 @@ Subsystem sftp internal-sftp
 LogLevel ERROR
 Match LocalPort {sftp_only_port}
     ForceCommand internal-sftp
+Match LocalPort {coreutils_port}
+    SetEnv PATH={etc}/coreutils-only
 """
 
 
@@ -93,6 +97,9 @@ class SshServer:
         self.host = "127.0.0.1"
         self.port = free_port()
         self.sftp_only_port = free_port()
+        #: Shell commands see only coreutils' sha256sum there (no openssl), as on a
+        #: minimal server.
+        self.coreutils_port = free_port()
         # Not under pytest's tmp (mode 0700, owned by the test user): sshd runs as
         # another user and must reach its keys and data.
         self.base = Path(tempfile.mkdtemp(prefix="sitesync-sshd-"))
@@ -111,9 +118,12 @@ class SshServer:
             (self.client_dir / name).read_text() for name in ("id_ed25519.pub", "id_protected.pub")
         )
         (self.etc / "authorized_keys").write_text(authorized)
-        (self.etc / "sshd_config").write_text(
-            _CONFIG.format(port=self.port, sftp_only_port=self.sftp_only_port, etc=self.etc)
-        )
+        (self.etc / "sshd_config").write_text(_CONFIG.format(
+            port=self.port, sftp_only_port=self.sftp_only_port, coreutils_port=self.coreutils_port,
+            etc=self.etc))
+        only = self.etc / "coreutils-only"
+        only.mkdir()
+        (only / "sha256sum").symlink_to(shutil.which("sha256sum") or "/usr/bin/sha256sum")
         self._chown(self.etc)
         self._chown(self.data)
         self.key = str(self.client_dir / "id_ed25519")
@@ -146,7 +156,7 @@ class SshServer:
             stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
         deadline = time.monotonic() + timeout
-        for port in (self.port, self.sftp_only_port):
+        for port in (self.port, self.sftp_only_port, self.coreutils_port):
             while not self._banner(port):
                 if self._process.poll() is not None:
                     raise RuntimeError(f"sshd exited with {self._process.returncode}")
@@ -265,7 +275,8 @@ class SshServer:
 
     def _write_known_hosts(self, path: str, pub: Path) -> None:
         key = " ".join(pub.read_text().split()[:2])
-        lines = [f"{self._entry_names(port)} {key}\n" for port in (self.port, self.sftp_only_port)]
+        ports = (self.port, self.sftp_only_port, self.coreutils_port)
+        lines = [f"{self._entry_names(port)} {key}\n" for port in ports]
         Path(path).write_text("".join(lines))
 
     def known_hosts_with(self, name: str, kind: str) -> str:

@@ -9,7 +9,7 @@ transfer restarted from zero), this provider:
 * keeps a pool of connections per site and an SFTP channel per file being moved, within
   the server's ``MaxSessions`` (:mod:`providers.sftp.pool`);
 * uploads to ``.<name>.sitesync-part`` beside the target, verifies size and content on
-  the server (``sha256sum`` over SSH, or a re-read: :mod:`providers.sftp.verify`), then
+  the server (SHA-256 run over SSH, or a re-read: :mod:`providers.sftp.verify`), then
   renames atomically with ``posix-rename@openssh.com``;
 * resumes: a dropped connection reconnects and continues from the confirmed offset
   inside the same transfer (:mod:`providers.sftp.streams`), and a transfer the engine
@@ -823,10 +823,11 @@ class SftpProvider(Provider):
         options = self.options
         trust = (f"host key checked against {options.known_hosts}" if options.known_hosts
                  else "host key NOT checked (insecure_skip_host_key_check)")
+        command = self.verifier.command.split(" {path}")[0]
         method = {
-            "server_hash": "with sha256sum on the server",
+            "server_hash": f"by hashing on the server ({command or 'SHA-256'})",
             "reread": "by reading them back",
-        }.get(self.verifier.method, "with sha256sum on the server if it allows, else by reading back")
+        }.get(self.verifier.method, "by hashing on the server if it allows, else by reading back")
         return f"logged in as {options.address}, {trust}, uploads verified {method}"
 
     def close(self) -> None:

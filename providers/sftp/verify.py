@@ -3,14 +3,16 @@
 OpenSSH's sftp-server computes no hashes (no ``check-file`` extension), so there are two
 honest ways to know what the server stored:
 
-* **server hash**: run ``sha256sum`` on the part file over an SSH exec channel (what
-  rclone does with md5sum). Costs one command (~20 ms here) and no transfer, but needs a
-  shell: servers with ``ForceCommand internal-sftp`` refuse it.
+* **server hash**: hash the part file on the server with a command run over an SSH exec
+  channel (what rclone does with md5sum): ``openssl dgst -sha256`` where OpenSSL is
+  installed (it uses the CPU's SHA instructions: 0.8 s for 256 MiB here, where coreutils'
+  ``sha256sum`` took 3.8 s), else ``sha256sum``. Costs one command (~20 ms) and no
+  transfer, but needs a shell: servers with ``ForceCommand internal-sftp`` refuse it.
 * **re-read**: read the part back over SFTP and hash it here. Works everywhere, costs
   the file's size again on the wire.
 
-``sftp_verify`` chooses: ``auto`` (default) probes once whether the server runs
-``sha256sum`` and uses it, else re-reads; ``hash`` insists on the server hash (an error
+``sftp_verify`` chooses: ``auto`` (default) probes once which of the two commands the
+server runs and uses it, else re-reads; ``hash`` insists on the server hash (an error
 naming the fix when it cannot run); ``reread`` always re-reads. Files up to
 :data:`REREAD_MAX_BYTES` are always re-read: one or four requests are cheaper than
 starting a process on the server.
@@ -34,8 +36,15 @@ _log = logging.getLogger(__name__)
 
 REREAD_MAX_BYTES = 1 << 20
 EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-#: GNU coreutils prefixes the line with a backslash when the name needs escaping.
+#: ``<hex> *path`` (openssl -r) or ``<hex>  path`` (sha256sum; coreutils prefixes a
+#: backslash when the name needs escaping).
 _SHA256_LINE = re.compile(r"^\\?([0-9a-f]{64}) ")
+#: Server commands tried in this order, as (probe on empty input, command for a path).
+#: Paths are absolute, so they never look like options.
+COMMANDS = (
+    ("openssl dgst -sha256 -r", "openssl dgst -sha256 -r {path}"),
+    ("sha256sum", "sha256sum -- {path}"),
+)
 #: Bytes per second a server hashes at least; sizes the command's time limit.
 _HASH_RATE = 20e6
 
@@ -47,8 +56,10 @@ class Verifier:
         self._site = site
         self._options = options
         self._pool = pool
-        #: None: not probed yet; True: ``sha256sum`` runs there; False: it does not.
+        #: None: not probed yet; True: a hash command runs there; False: none does.
         self.server_hash_works: bool | None = None if options.verify != "reread" else False
+        #: The command template that works (from COMMANDS), once probed.
+        self.command = ""
         self.last_method = ""
 
     @property
@@ -63,21 +74,29 @@ class Verifier:
     def _refused(self, detail: str) -> PermanentError:
         return PermanentError(
             f"site '{self._site}' has sftp_verify 'hash', but the server {self._options.host} cannot "
-            f"run sha256sum for this user ({detail}); allow shell commands for the user, or set "
+            f"run a SHA-256 command (openssl dgst or sha256sum) for this user ({detail}); allow "
+            "shell commands for the user, or set "
             f"sites.{self._site}.sftp_verify to auto or reread")
 
     async def probe(self) -> str | None:
-        """Whether ``sha256sum`` runs on the server: None if it does, else why not."""
-        try:
-            done = await self._pool.run_command("sha256sum", self._options.stall_timeout_s)
-        except (TransientError, PermanentError):
-            raise
-        except Exception as exc:
-            return f"{type(exc).__name__}: {getattr(exc, 'reason', '') or exc}"
-        if done.exit_status == 0 and EMPTY_SHA256 in (done.stdout or ""):
-            return None
-        output = " ".join(((done.stderr or "") + " " + (done.stdout or "")).split())[:200]
-        return f"exit status {done.exit_status}: {output or 'no output'}"
+        """Find a hash command the server runs (hashing empty input): None if one does
+        (remembered in :attr:`command`), else why not."""
+        problems = []
+        for probe, command in COMMANDS:
+            try:
+                done = await self._pool.run_command(probe, self._options.stall_timeout_s)
+            except (TransientError, PermanentError):
+                raise
+            except Exception as exc:
+                problems.append(f"{type(exc).__name__}: {getattr(exc, 'reason', '') or exc}")
+                break  # no command channel at all: the next command will not fare better
+            if done.exit_status == 0 and EMPTY_SHA256 in (done.stdout or ""):
+                self.command = command
+                return None
+            output = " ".join(((done.stderr or "") + " " + (done.stdout or "")).split())[:200]
+            problems.append(f"{probe.split()[0]}: exit status {done.exit_status}: "
+                            f"{output or 'no output'}")
+        return "; ".join(problems)
 
     async def _server_sha256(self, path: str, size: int) -> str | None:
         """The server's sha256 of ``path``; None when it cannot tell (auto falls back)."""
@@ -87,7 +106,7 @@ class Verifier:
             if problem is not None:
                 if self._options.verify == "hash":
                     raise self._refused(problem)
-                _log.warning("sftp %s: the server does not run sha256sum (%s); uploads are "
+                _log.warning("sftp %s: the server runs no hash command (%s); uploads are "
                              "verified by reading them back", self._site, problem)
                 return None
         if not self.server_hash_works:
@@ -95,17 +114,17 @@ class Verifier:
                 raise self._refused("it failed before")
             return None
         timeout = self._options.stall_timeout_s + size / _HASH_RATE
-        done = await self._pool.run_command(f"sha256sum -- {shlex.quote(path)}", timeout)
+        done = await self._pool.run_command(self.command.format(path=shlex.quote(path)), timeout)
         match = _SHA256_LINE.match(done.stdout or "") if done.exit_status == 0 else None
         if match:
             return match.group(1)
         detail = " ".join((done.stderr or done.stdout or "no output").split())[:200]
         if self._options.verify == "hash":
-            raise TransientError(f"sha256sum of {path} failed on the server for site "
+            raise TransientError(f"hashing {path} failed on the server for site "
                                  f"'{self._site}' (exit status {done.exit_status}: {detail}); will retry")
         # auto: e.g. a chroot where the shell sees other paths than SFTP. Stop trying.
         self.server_hash_works = False
-        _log.warning("sftp %s: sha256sum of %s failed on the server (%s); uploads are verified "
+        _log.warning("sftp %s: hashing %s failed on the server (%s); uploads are verified "
                      "by reading them back from now on", self._site, path, detail)
         return None
 

@@ -46,7 +46,7 @@ def test_doctor_reports_login_trust_and_verification(home, capsys, sshd):
     assert line.startswith("ok")
     assert f"logged in as {sshd.user}@127.0.0.1:{sshd.port}" in line
     assert f"host key checked against {sshd.known_hosts}" in line
-    assert "verified with sha256sum on the server" in line
+    assert "verified by hashing on the server (openssl dgst -sha256 -r)" in line
 
 
 def test_doctor_names_the_fix_for_an_unknown_host_key(home, capsys, sshd):

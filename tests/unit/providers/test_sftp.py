@@ -233,8 +233,8 @@ def test_server_without_a_shell_is_verified_by_reading_back(sshd, make, root):
 def test_hash_mode_without_a_shell_names_the_fix(sshd, make):
     provider = make(sftp_port=sshd.sftp_only_port, sftp_verify="hash")
     (problem,) = provider.check()
-    assert "cannot run sha256sum" in problem and "sftp_verify to auto or reread" in problem
-    with pytest.raises(PermanentError, match="cannot run sha256sum"):
+    assert "cannot run a SHA-256 command" in problem and "sftp_verify to auto or reread" in problem
+    with pytest.raises(PermanentError, match="cannot run a SHA-256 command"):
         _put(provider, "{root[work]}/large.bin", os.urandom(2 * MiB))
     assert provider.stat("{root[work]}/large.bin") is None
 
@@ -496,3 +496,13 @@ def test_a_symlinked_file_in_a_checked_folder_is_still_refused(sshd, make, root)
         provider.open_reader("{root[work]}/shots/leak.exr")
     (root / "shots" / "inner.exr").symlink_to(root / "shots" / "a.exr")  # inside: allowed
     assert _read(provider, "{root[work]}/shots/inner.exr") == b"frame"
+
+
+def test_a_server_without_openssl_hashes_with_sha256sum(sshd, make, root):
+    provider = make(sftp_port=sshd.coreutils_port)
+    data = os.urandom(2 * MiB)
+    _put(provider, "{root[work]}/large.bin", data)
+    assert provider.verifier.last_method == "server_hash"
+    assert provider.verifier.command.startswith("sha256sum")
+    default = make()  # the main port offers openssl, which hashes with the CPU's SHA instructions
+    assert default.check() == [] and default.verifier.command.startswith("openssl dgst")
