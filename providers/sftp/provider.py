@@ -51,7 +51,7 @@ from providers.sftp.errors import classify, is_connection_error
 from providers.sftp.loop import LoopClosedError, LoopThread
 from providers.sftp.options import SftpOptions, parse_options
 from providers.sftp.pool import Channel, SessionPool
-from providers.sftp.streams import RECOVERIES, Download, Upload
+from providers.sftp.streams import RECOVERIES, Download, Upload, bounded
 from providers.sftp.verify import Verifier
 
 __all__ = ["SftpProvider"]
@@ -289,7 +289,7 @@ class SftpProvider(Provider):
 
     async def _t(self, awaitable: Awaitable[T]) -> T:
         """One request, bounded by the stall timeout."""
-        return await asyncio.wait_for(awaitable, self.options.stall_timeout_s)
+        return await bounded(awaitable, self.options.stall_timeout_s)
 
     async def _on_channel(self, op: Callable[[Channel], Awaitable[T]], doing: str, path: str,
                           keep: bool = False) -> T:

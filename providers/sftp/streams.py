@@ -26,7 +26,7 @@ import hashlib
 import logging
 import stat as stat_mod
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncssh
 
@@ -35,7 +35,7 @@ from providers.sftp.errors import classify, is_connection_error
 from providers.sftp.options import SftpOptions
 from providers.sftp.pool import Channel, SessionPool
 
-__all__ = ["BLOCK_BYTES", "RECOVERIES", "Download", "Upload", "hash_remote_file"]
+__all__ = ["BLOCK_BYTES", "RECOVERIES", "Download", "Upload", "bounded", "hash_remote_file"]
 
 _log = logging.getLogger(__name__)
 
@@ -50,9 +50,17 @@ RECOVERIES = 3
 _RECOVERY_DELAYS = (0.3, 1.0, 3.0)
 
 Reopen = Callable[[Channel], Awaitable[Any]]
+T = TypeVar("T")
 # Files are opened with ``block_size=0``: each read/write is then exactly one SFTP request.
 # (With a block size asyncssh splits a call into helper tasks of its own, which outlive
 # a cancelled call and fail unobserved when the connection drops.)
+
+
+async def bounded(awaitable: Awaitable[T], seconds: float) -> T:
+    """``awaitable`` with a time limit (TimeoutError), without the extra task that
+    ``asyncio.wait_for`` creates for every call: a small file makes a dozen requests."""
+    async with asyncio.timeout(seconds):
+        return await awaitable
 
 
 class StallError(Exception):
@@ -105,7 +113,7 @@ class _Stream:
         file, self.file = self.file, None
         if file is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(file.close(), min(5.0, self.options.stall_timeout_s))
+                await bounded(file.close(), min(5.0, self.options.stall_timeout_s))
 
     def _release(self, broken: bool) -> None:
         channel, self.channel = self.channel, None
@@ -171,7 +179,7 @@ class Upload(_Stream):
         """Create the part, failing if anything (a file, a symlink) has that name."""
         self.channel = channel
         flags = asyncssh.FXF_READ | asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_EXCL
-        self.file = await asyncio.wait_for(
+        self.file = await bounded(
             channel.sftp.open(self.part, flags, encoding=None, block_size=0),
             self.options.stall_timeout_s)
         self.block = _block_size(channel.sftp, "max_write_len")
@@ -184,19 +192,19 @@ class Upload(_Stream):
         flags = asyncssh.FXF_READ | asyncssh.FXF_WRITE | asyncssh.FXF_CREAT
         if offset == 0:
             flags |= asyncssh.FXF_TRUNC
-        self.file = await asyncio.wait_for(
+        self.file = await bounded(
             channel.sftp.open(self.part, flags, encoding=None, block_size=0),
             self.options.stall_timeout_s)
         if offset == 0 and existing:
             # OpenSSH honours FXF_TRUNC, but say it explicitly for servers that ignore
             # it: a stale tail must not survive a fresh start.
-            await asyncio.wait_for(self.file.truncate(0), self.options.stall_timeout_s)
+            await bounded(self.file.truncate(0), self.options.stall_timeout_s)
         self.block = _block_size(channel.sftp, "max_write_len")
         self.pos = self.confirmed = offset
 
     async def _reopen(self, channel: Channel) -> None:
         try:
-            attrs = await asyncio.wait_for(channel.sftp.lstat(self.part),
+            attrs = await bounded(channel.sftp.lstat(self.part),
                                            self.options.stall_timeout_s)
             kept = attrs.size or 0
         except asyncssh.SFTPNoSuchFile:
@@ -205,7 +213,7 @@ class Upload(_Stream):
             raise TransientError(
                 f"the SFTP server kept only {kept} of the {self.confirmed} bytes it had "
                 f"confirmed for {self.part} (site '{self.site}'); will retry from there")
-        self.file = await asyncio.wait_for(
+        self.file = await bounded(
             channel.sftp.open(self.part, asyncssh.FXF_READ | asyncssh.FXF_WRITE, encoding=None, block_size=0),
             self.options.stall_timeout_s)
         self.acked.clear()
@@ -297,9 +305,9 @@ class Download(_Stream):
         self.channel = channel
         sftp = channel.sftp
         opened, attrs = await asyncio.gather(
-            asyncio.wait_for(sftp.open(self.path, "rb", encoding=None, block_size=0),
+            bounded(sftp.open(self.path, "rb", encoding=None, block_size=0),
                              self.options.stall_timeout_s),
-            asyncio.wait_for((sftp.stat if follow else sftp.lstat)(self.path),
+            bounded((sftp.stat if follow else sftp.lstat)(self.path),
                              self.options.stall_timeout_s),
             return_exceptions=True)
         if isinstance(opened, BaseException) or isinstance(attrs, BaseException):
@@ -321,9 +329,9 @@ class Download(_Stream):
         self.pos = self.next = offset
 
     async def _reopen(self, channel: Channel) -> None:
-        file = await asyncio.wait_for(channel.sftp.open(self.path, "rb", encoding=None, block_size=0),
+        file = await bounded(channel.sftp.open(self.path, "rb", encoding=None, block_size=0),
                                       self.options.stall_timeout_s)
-        attrs = await asyncio.wait_for(file.stat(), self.options.stall_timeout_s)
+        attrs = await bounded(file.stat(), self.options.stall_timeout_s)
         if (attrs.size, attrs.mtime) != self.identity:
             with contextlib.suppress(Exception):
                 await file.close()
@@ -420,8 +428,8 @@ class Download(_Stream):
         if self.file is None or self.channel is None:
             return None
         handle, path = await asyncio.gather(
-            asyncio.wait_for(self.file.stat(), self.options.stall_timeout_s),
-            asyncio.wait_for(self.channel.sftp.stat(self.path), self.options.stall_timeout_s),
+            bounded(self.file.stat(), self.options.stall_timeout_s),
+            bounded(self.channel.sftp.stat(self.path), self.options.stall_timeout_s),
             return_exceptions=True)
         for result in (handle, path):
             if isinstance(result, BaseException) and not isinstance(
@@ -464,7 +472,7 @@ async def hash_remote_file(file: Any, size: int, stall_s: float,
             if not queue:
                 break
             offset, length, task = queue.popleft()
-            data = await asyncio.wait_for(task, stall_s)
+            data = await bounded(task, stall_s)
             while True:
                 if not data:
                     return total, _digests(hashers, sorted(algorithms))
@@ -476,7 +484,7 @@ async def hash_remote_file(file: Any, size: int, stall_s: float,
                 if offset + len(data) == size:  # the size fstat just gave: done
                     return total, _digests(hashers, sorted(algorithms))
                 offset, length = offset + len(data), length - len(data)
-                data = await asyncio.wait_for(file.read(length, offset), stall_s)
+                data = await bounded(file.read(length, offset), stall_s)
             if not queue and issued > size:
                 # The file is longer than it was: keep reading until the server says EOF.
                 size = issued
