@@ -116,7 +116,7 @@ def sftp_rows(workloads: list[tuple[str, str, int]], write_files, workers: int,
             remote = _fresh(work / "sitesync-up", server)
             seconds, logins = _sitesync(work, server, paths, local_src, "disk", local_src,
                                         remote, workers)
-            results.append((f"up: SiteSync (verified on the server, DB recorded; {logins} logins)",
+            results.append((f"up: SiteSync (verified on the server, DB recorded; {_logins(logins)})",
                             seconds))
             (work / "bench.db").unlink()
             remote = _fresh(work / "rclone-up", server)
@@ -132,7 +132,7 @@ def sftp_rows(workloads: list[tuple[str, str, int]], write_files, workers: int,
             local_dst = _fresh(work / "sitesync-down", server)
             seconds, logins = _sitesync(work, server, server_paths, served, "sftp", local_dst,
                                         served, workers)
-            results.append((f"down: SiteSync (sha256 verified, DB recorded; {logins} logins)",
+            results.append((f"down: SiteSync (sha256 verified, DB recorded; {_logins(logins)})",
                             seconds))
             for name, extra in (("down: rclone copy", ()),
                                 ("down: rclone copy --sftp-disable-hashcheck",
@@ -146,6 +146,10 @@ def sftp_rows(workloads: list[tuple[str, str, int]], write_files, workers: int,
     finally:
         server.close()
     return lines
+
+
+def _logins(count: int) -> str:
+    return f"{count} login" if count == 1 else f"{count} logins"
 
 
 def sftp_available() -> str | None:
