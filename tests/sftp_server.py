@@ -151,8 +151,13 @@ class SshServer:
         as_user = ["runuser", "-u", self.user, "--"] if os.geteuid() == 0 else []
         config = str(self.etc / "sshd_config")
         subprocess.run([*as_user, SSHD, "-t", "-f", config], check=True)
+        # A watchdog shell ends sshd when this test process is gone, even if it died
+        # without running its teardown (a segfault, SIGKILL): no orphaned servers.
+        watchdog = (f"{SSHD} -D -e -f {config} & child=$!; "
+                    f"while [ -d /proc/{os.getpid()} ] && kill -0 $child 2>/dev/null; do sleep 1; done; "
+                    "kill -9 $child 2>/dev/null")
         self._process = subprocess.Popen(
-            [*as_user, SSHD, "-D", "-e", "-f", config],
+            [*as_user, "/bin/sh", "-c", watchdog],
             stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
         deadline = time.monotonic() + timeout
