@@ -182,12 +182,15 @@ def local_folder(ps: ProjectSettings, site: str, rootless_path: str,
 
 
 def remove_local_copy(store: Store, ps: ProjectSettings, repre_ids: Iterable[str],
-                      factory: ProviderFactory = create_provider) -> Outcome:
+                      factory: ProviderFactory = create_provider,
+                      engine: PausingEngine | None = None) -> Outcome:
     """Remove this machine's copy (site ``ps.local_id``): the site entry from the store,
     then the files from the disk.
 
     A representation is skipped, whole, if any of its files is available on no other
-    site: this machine holds the only copy. The store entry goes first so a file is never
+    site: this machine holds the only copy. With an ``engine``, transfers of the
+    representation to or from this site are stopped first (a download finishing after the
+    delete would leave an untracked file). The store entry goes next so a file is never
     listed as here when it is not; a file that cannot be deleted stays on disk (harmless)
     and is reported.
     """
@@ -211,6 +214,8 @@ def remove_local_copy(store: Store, ps: ProjectSettings, repre_ids: Iterable[str
                     f"{repre.asset}/{repre.subset}/{repre.representation}: "
                     f"{_plural(len(only_here), 'file')} exist only on {site}, kept")
                 continue
+            if engine is not None:
+                engine.pause_representation(ps.project, repre_id, site, True)
             store.remove_site(ps.project, repre_id, site)
             changed.add(repre_id)
             if provider is None:

@@ -399,8 +399,9 @@ class SyncQueueWindow(QMainWindow):
         ps, ids, factory = self.project_settings, self._selected_ids(), self._provider_factory
         if ps is None or not ids:
             return
+        engine = self.engine
         self._run("Remove local copy",
-                  lambda: operations.remove_local_copy(self.store, ps, ids, factory))
+                  lambda: operations.remove_local_copy(self.store, ps, ids, factory, engine))
 
     def copy_errors(self) -> None:
         ps, ids, now = self.project_settings, self._selected_ids(), self._clock()

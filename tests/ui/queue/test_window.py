@@ -292,8 +292,7 @@ def test_remove_local_copy_keeps_the_only_copy(qtbot, env, open_window):
     window = open_window(env, engine)
     engine.start()
     qtbot.waitUntil(lambda: statuses(window) == {"uploaded": Status.SYNCED}, timeout=30_000)
-    engine.stop(drain=True)
-    only_here = env.publish(LOCAL_ID, "only_here", files=1)
+    only_here = env.publish(LOCAL_ID, "only_here", files=1, queued=())  # not subscribed anywhere
     window.refresh()
     settle(qtbot, window)
     local_files = sorted((env.roots[LOCAL_ID] / "demo").rglob("*.exr"))
