@@ -16,6 +16,7 @@ __all__ = [
     "PathEscapeError",
     "PermanentError",
     "SiteSyncError",
+    "SiteUnavailableError",
     "StoreUnavailableError",
     "TransientError",
     "UserFixableError",
@@ -61,6 +62,20 @@ class TransientError(SiteSyncError):
     def __init__(self, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class SiteUnavailableError(TransientError):
+    """The whole site cannot take transfers for a while (Google Drive's daily upload cap,
+    a full drive, an account that stays rate-limited).
+
+    It is not the file's fault, so the engine gives the file back without counting a try,
+    holds every transfer to or from ``site`` for ``retry_after_s`` seconds and shows the
+    message until then; retrying each file in turn would only burn their tries.
+    """
+
+    def __init__(self, message: str, site: str, retry_after_s: float) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
+        self.site = site
 
 
 class PermanentError(SiteSyncError):

@@ -51,7 +51,9 @@ class Features:
     ranged_read: bool = False
     #: The final rename is atomic (a reader sees the old file or the whole new one).
     atomic_rename: bool = True
-    #: Hash algorithms the storage computes itself ("md5" for Drive), used to verify.
+    #: Hash algorithms the storage computes itself ("md5" for Drive), used to verify: the
+    #: engine hashes the source with each of them too and passes them to ``commit``, and
+    #: a reader reports them in ``Reader.hashes``.
     server_hashes: frozenset[str] = frozenset()
     #: The provider is a local filesystem path (open in file manager, remove local copy).
     local: bool = False
@@ -81,6 +83,12 @@ class RemoteFile:
 
 class Reader(abc.ABC):
     """A source stream. Close it (or use ``with``) whatever happens."""
+
+    #: Hashes the storage itself reports for the whole file (algorithm -> hex, e.g. Drive's
+    #: md5Checksum), read when the stream was opened. The engine hashes the bytes as they
+    #: pass and refuses the copy if they differ, so a download is checked against the
+    #: server's own record before the target renames anything into place.
+    hashes: Mapping[str, str] = {}
 
     @abc.abstractmethod
     def read(self, size: int) -> bytes:
@@ -125,7 +133,9 @@ class Writer(abc.ABC):
     @abc.abstractmethod
     def commit(self, expected_size: int, expected_hashes: Mapping[str, str]) -> RemoteFile:
         """Make the data durable, verify size and every hash the provider can check
-        against ``expected_hashes`` (algorithm -> hex), then rename into place.
+        against ``expected_hashes`` (algorithm -> hex, whole file: CHECKSUM_ALGORITHM
+        and, from the engine, every algorithm in ``features.server_hashes``), then rename
+        into place.
 
         Raises TransientError on a mismatch (the temporary data is discarded, the next
         attempt starts clean) and never leaves a wrong file under the final name.
@@ -157,7 +167,8 @@ class Writer(abc.ABC):
 
         With it the engine resumes a download without fetching the prefix again: it
         reads the source from ``offset`` and checks the whole file's hash against the
-        checksum recorded for the source.
+        checksum recorded for the source, or the one the source storage reports (see
+        ``Reader.hashes``; the engine then asks for that algorithm too, e.g. "md5").
         """
         return None
 

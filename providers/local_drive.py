@@ -499,10 +499,11 @@ class _LocalWriter(Writer):
 
     def stored_prefix_hash(self, algorithm: str) -> Any | None:
         """The kept prefix's hash (call before the first ``write``): a copy of the running
-        hash, or read from the part file when verifying by re-read."""
-        if algorithm != CHECKSUM_ALGORITHM or self._fd is None:
+        hash, or read from the part file (when verifying by re-read, and for other
+        algorithms such as the md5 a Drive source is checked with)."""
+        if self._fd is None or algorithm not in hashlib.algorithms_guaranteed:
             return None
-        if self._hasher is not None:
+        if algorithm == CHECKSUM_ALGORITHM and self._hasher is not None:
             return self._hasher.copy()
         hasher = hashlib.new(algorithm)
         try:

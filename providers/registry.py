@@ -22,6 +22,7 @@ __all__ = ["PROVIDERS", "create_provider", "provider_class", "provider_kinds"]
 PROVIDERS: Mapping[str, str] = {
     "local_drive": "providers.local_drive:LocalDriveProvider",
     "sftp": "providers.sftp:SftpProvider",
+    "gdrive": "providers.gdrive:GDriveProvider",
 }
 
 

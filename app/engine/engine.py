@@ -10,7 +10,10 @@ for the slowest before the next batch), this scheduler is continuous:
   engines on one database never move the same file and a crashed engine's work is taken
   over when its lease expires;
 * failures are classified: transient ones come back after an exponential back-off,
-  permanent ones stop at once; a pause, a shutdown or a crash never counts as a try.
+  permanent ones stop at once; a pause, a shutdown or a crash never counts as a try;
+* a site that cannot take transfers for a while (Drive's daily upload cap, a full drive:
+  ``SiteUnavailableError``) is held: its files go back to the queue without counting a
+  try, and nothing moves to or from it until the hold ends; the state message says why.
 
 All public methods are thread-safe; the tray calls them from the Qt thread, which never
 blocks on them (they only persist intent and wake the loop).
@@ -39,6 +42,7 @@ from app.errors import (
     CancelledTransfer,
     PermanentError,
     SiteSyncError,
+    SiteUnavailableError,
     StoreUnavailableError,
     TransientError,
 )
@@ -192,6 +196,8 @@ class Engine(PolicyControls):
         self._jobs: dict[tuple[str, str, str], _Job] = {}
         self._providers: dict[tuple[str, str], Provider] = {}
         self._pair_problems: dict[SitePair, str] = {}
+        # Held sites: name -> (monotonic time the hold ends, message).
+        self._holds: dict[str, tuple[float, str]] = {}
         self._thread: threading.Thread | None = None
         self._watcher: threading.Thread | None = None
         self._finisher: Batcher[_Job] = Batcher(self._finish, name="sitesync-finish")
@@ -297,6 +303,8 @@ class Engine(PolicyControls):
     def resume(self) -> None:
         self._state.paused = False
         self._state.save()
+        with self._lock:
+            self._holds.clear()  # the user asked to go on: try held sites again now
         self._wake.set()
 
     def pause_project(self, project: str, paused: bool = True) -> None:
@@ -332,6 +340,7 @@ class Engine(PolicyControls):
             self._pairs_cache = (0.0, [])
             self._pair_problems.clear()
             self._apply_policy(settings)
+            self._holds.clear()
         for provider in stale:
             provider.close()
         self._wake.set()
@@ -525,6 +534,8 @@ class Engine(PolicyControls):
         for pair in self._cached_pairs():
             if self._stopping.is_set():
                 break
+            if self._held(pair.active) or self._held(pair.remote):
+                continue
             windows = claim_windows(pair.active, pair.remote, self._busy_by_slot(), self.slots)
             if not windows:
                 continue  # its queues still hold claimed work
@@ -601,7 +612,43 @@ class Engine(PolicyControls):
         return True
 
     def _problems_text(self) -> str:
-        return "; ".join(sorted(set(self._pair_problems.values())))
+        with self._lock:
+            holds = [message for _, message in self._holds.values()]
+        return "; ".join(sorted(set(self._pair_problems.values()) | set(holds)))
+
+    def _held(self, site: str) -> bool:
+        """Whether ``site`` is held (see :meth:`_hold`); an expired hold is dropped."""
+        with self._lock:
+            hold = self._holds.get(site)
+            if hold is None:
+                return False
+            if time.monotonic() < hold[0]:
+                return True
+            del self._holds[site]
+        _log.info("site %s: hold ended, transfers go on", site)
+        return False
+
+    def _hold(self, site: str, seconds: float, message: str) -> None:
+        """Stop moving files to or from ``site`` for ``seconds``: it said it cannot take
+        any (SiteUnavailableError), so trying file after file would only fail them all."""
+        until = time.monotonic() + max(0.0, seconds)
+        when = (self._clock() + timedelta(seconds=max(0.0, seconds))).astimezone()
+        text = f"site {site} paused until {when:%H:%M}: {message}"
+        with self._lock:
+            previous = self._holds.get(site)
+            if previous is not None and previous[0] >= until:
+                return
+            self._holds[site] = (until, text)
+        _log.warning("%s", text)
+
+    def _idle_wait(self) -> float:
+        """Sleep until the next full check, or until the earliest hold ends."""
+        with self._lock:
+            ends = [until for until, _ in self._holds.values()]
+        wait = float(self.settings.loop_delay)
+        if ends:
+            wait = min(wait, max(0.05, min(ends) - time.monotonic() + 0.05))
+        return wait
 
     def _note_problem(self, pair: SitePair, text: str) -> None:
         if self._pair_problems.get(pair) != text:
@@ -658,6 +705,12 @@ class Engine(PolicyControls):
         item = job.item
         job.started = job.last_db_progress = time.monotonic()
         try:
+            if self._held(item.source_site) or self._held(item.target_site):
+                # Claimed before its site was held: give it back untouched.
+                with job.lock:
+                    self._quietly(lambda: self.store.release(job.claim))
+                self._forget(job)
+                return
             source = ThrottledProvider(self._provider(item.project, item.source_site),
                                        self.bandwidth.buckets_for(item.source_site,
                                                                   item.target_site),
@@ -676,6 +729,12 @@ class Engine(PolicyControls):
             return
         except CancelledTransfer as exc:
             _log.info("transfer of %s stopped: %s", item.path, exc)
+            with job.lock:
+                self._quietly(lambda: self.store.release(job.claim))
+            self.bus.publish(TransferStopped(self._clock(), *self._file_fields(item),
+                                             reason=str(exc)))
+        except SiteUnavailableError as exc:
+            self._hold(exc.site or item.target_site, exc.retry_after_s or 0.0, str(exc))
             with job.lock:
                 self._quietly(lambda: self.store.release(job.claim))
             self.bus.publish(TransferStopped(self._clock(), *self._file_fields(item),

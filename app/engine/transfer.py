@@ -8,11 +8,14 @@ never marked available":
 2. stream the source from byte 0, hashing everything, and write from ``offset`` on (the
    prefix is only hashed, so the resumed file's hash is still the whole file's; see the
    end of this docstring for remote sources);
-3. refuse a source whose size differs from the published size, or whose hash differs from
-   a checksum recorded when it last arrived somewhere (it changed or rotted), and retry
-   one the source provider saw modified while it was being read (a mix of versions);
-4. ``commit``: the provider makes the data durable, verifies size and hash of what it
-   stored, and only then renames into place.
+3. refuse a source whose size differs from the published size, whose bytes differ from
+   the checksum its storage reports (Drive's md5Checksum: corrupted in transit), or whose
+   hash differs from a checksum recorded when it last arrived somewhere (it changed or
+   rotted), and retry one the source provider saw modified while it was being read (a
+   mix of versions);
+4. ``commit``: the provider makes the data durable, verifies size and hashes of what it
+   stored (SHA-256, plus what its storage computes itself, e.g. Drive's md5), and only
+   then renames into place.
 
 Only after this function returns does the engine record `created_dt`. Cancellation (pause,
 shutdown, a lost lease) keeps the partial data for a resume and counts no try; so does a
@@ -21,9 +24,10 @@ transient error while streaming (a dropped connection): the next attempt resumes
 
 Resuming a download from a remote source (SFTP, Drive) does not fetch the kept prefix
 again when the target can hash it locally (:meth:`Writer.stored_prefix_hash`) and the
-source's checksum is recorded: the source is read from ``offset`` and the whole file's
-hash must equal that checksum, else the part is discarded and the next attempt starts
-over.
+whole file can be checked afterwards: against the source's recorded checksum, or
+against the checksum the source storage reports (Drive's md5). The source is read from
+``offset``; if the whole file's hash does not match, the part is discarded and the next
+attempt starts over.
 """
 
 from __future__ import annotations
@@ -140,7 +144,9 @@ def transfer_file(
     """
     started = time.monotonic()
     token.raise_if_cancelled()
-    hasher = hashlib.new(CHECKSUM_ALGORITHM)
+    # SHA-256 (recorded), plus what either storage checks itself (Drive: md5).
+    algorithms = (CHECKSUM_ALGORITHM, *target.features.server_hashes, *source.features.server_hashes)
+    hasher = _Hashes.new(algorithms)
     write_path = target_path or item.path
     writer = target.open_writer(write_path, item.size, resume=True)
     keep_partial = False
@@ -157,18 +163,26 @@ def transfer_file(
             offset = 0
         start = 0
         if offset and _can_skip_prefix(item, source):
-            stored_prefix_hash = getattr(writer, "stored_prefix_hash", None)
-            prefix = stored_prefix_hash(CHECKSUM_ALGORITHM) if stored_prefix_hash else None
+            prefix = _stored_prefix(writer, hasher.names)
             if prefix is not None:
                 hasher, start = prefix, offset
         if on_start is not None:
             on_start(offset)
         done = start
-        produce = _pipelined if item.size >= PIPELINE_MIN_BYTES else _sequential
-        with source.open_reader(item.path, start) as reader, \
-                _interruptible(token, reader), \
-                contextlib.closing(produce(reader, hasher, token)) as chunks:
+        produce = _pipelined if item.size - start >= PIPELINE_MIN_BYTES else _sequential
+        with contextlib.ExitStack() as stack:
+            reader = stack.enter_context(source.open_reader(item.path, start))
+            # getattr: a duck-typed reader (a test double, a plug-in) reports no checksums.
+            reported = getattr(reader, "hashes", None) or {}
+            if start and not item.source_checksum and not set(reported) & set(hasher.names):
+                # Nothing left to check the kept prefix against: read the source whole.
+                reader.close()
+                hasher, start, done = _Hashes.new(algorithms), 0, 0
+                reader = stack.enter_context(source.open_reader(item.path, 0))
+                reported = getattr(reader, "hashes", None) or {}
+            stack.enter_context(_interruptible(token, reader))
             # closing(): the read thread is joined before the reader is closed.
+            chunks = stack.enter_context(contextlib.closing(produce(reader, hasher, token)))
             for chunk in chunks:
                 if token.cancelled:
                     keep_partial = True
@@ -196,9 +210,16 @@ def transfer_file(
         if done != item.size:
             raise _changed(item, f"it has {done} bytes, the publish recorded {item.size}",
                            f"{done} bytes")
-        digest = hasher.hexdigest()
+        if not _matches_source(reported, hasher):
+            keep_on_transient = False
+            raise TransientError(
+                f"the bytes received from site {item.source_site} for {item.path} do not match "
+                f"the checksum that storage reports ({_mismatch(reported, hasher)}); the partial "
+                "copy was discarded and the next attempt starts over"
+            )
+        digest = hasher.hexdigest(CHECKSUM_ALGORITHM)
         checksum = f"{CHECKSUM_ALGORITHM}:{digest}"
-        if start and item.source_checksum != checksum:
+        if start and item.source_checksum and item.source_checksum != checksum:
             keep_on_transient = False
             raise TransientError(
                 f"resumed copy of {item.path} from site {item.source_site} does not match the "
@@ -215,10 +236,12 @@ def transfer_file(
             )
         token.raise_if_cancelled()
         keep_on_transient = False
+        expected = {name: hasher.hexdigest(name) for name in hasher.names
+                    if name == CHECKSUM_ALGORITHM or name in target.features.server_hashes}
         if defer_sync:
-            stored = writer.commit_deferred(item.size, {CHECKSUM_ALGORITHM: digest})
+            stored = writer.commit_deferred(item.size, expected)
         else:
-            stored = writer.commit(item.size, {CHECKSUM_ALGORITHM: digest})
+            stored = writer.commit(item.size, expected)
     except CancelledTransfer:
         # A provider interrupted by the token raises from inside write()/read().
         writer.abort(keep_partial=keep_partial or token.cancelled)
@@ -244,10 +267,61 @@ def transfer_file(
 def _can_skip_prefix(item: WorkItem, source: Provider) -> bool:
     """Whether a resume may start reading the source at the target's offset: only for a
     remote source (re-reading a local prefix is cheap and gives the precise "source
-    changed" error) that can seek, with a recorded checksum to check the result against."""
+    changed" error) that can seek, with something to check the whole result against: a
+    recorded checksum, or the checksum the source storage computes itself (Drive)."""
     features = source.features
-    return (features.ranged_read and not features.local and bool(item.source_checksum)
-            and str(item.source_checksum).startswith(f"{CHECKSUM_ALGORITHM}:"))
+    recorded = bool(item.source_checksum) and str(item.source_checksum).startswith(
+        f"{CHECKSUM_ALGORITHM}:")
+    reported = bool(features.server_hashes & hashlib.algorithms_guaranteed)
+    return features.ranged_read and not features.local and (recorded or reported)
+
+
+class _Hashes:
+    """Several hashlib digests fed by one ``update``: SHA-256 plus what the storages
+    check themselves. Algorithms hashlib does not guarantee are left out (nothing could
+    be compared)."""
+
+    def __init__(self, hashers: dict[str, Any]) -> None:
+        self._hashers = hashers
+        self.names = tuple(hashers)
+
+    @classmethod
+    def new(cls, names: tuple[str, ...]) -> _Hashes:
+        wanted = dict.fromkeys(n.lower() for n in names if n.lower() in hashlib.algorithms_guaranteed)
+        return cls({name: hashlib.new(name) for name in wanted})
+
+    def update(self, data: bytes) -> None:
+        for hasher in self._hashers.values():
+            hasher.update(data)
+
+    def hexdigest(self, name: str) -> str:
+        return self._hashers[name].hexdigest()
+
+
+def _stored_prefix(writer: Writer, names: tuple[str, ...]) -> _Hashes | None:
+    """The kept prefix hashed with every algorithm, from the target; None if any cannot be."""
+    # getattr: a duck-typed writer (a test double, a plug-in) has no prefix hashes.
+    stored_prefix_hash = getattr(writer, "stored_prefix_hash", None)
+    if stored_prefix_hash is None:
+        return None
+    hashers = {}
+    for name in names:
+        hashers[name] = stored_prefix_hash(name)
+        if hashers[name] is None:
+            return None
+    return _Hashes(hashers)
+
+
+def _matches_source(reported: Any, hasher: _Hashes) -> bool:
+    """The bytes received match every checksum the source storage reported that we hashed."""
+    return all(hasher.hexdigest(name.lower()) == str(value).lower()
+               for name, value in reported.items() if name.lower() in hasher.names)
+
+
+def _mismatch(reported: Any, hasher: _Hashes) -> str:
+    return "; ".join(f"{name} {hasher.hexdigest(name.lower())}, the server says {value}"
+                     for name, value in reported.items()
+                     if name.lower() in hasher.names and hasher.hexdigest(name.lower()) != str(value).lower())
 
 
 def _on_cancel(token: CancelToken, stream: Reader | Writer) -> Callable[[], None]:

@@ -169,8 +169,26 @@ MACHINE_SITE_KEYS = ("bwlimit", "transfers")
 PROVIDER_OPTIONS: Mapping[str, tuple[Option, ...]] = {
     "local_drive": (),
     "gdrive": (
-        Option("credentials_url", Kind.PLATFORM_TEXT, "", "Service account JSON file."),
-        Option("chunk_size", Kind.WHOLE, None, "Upload chunk size in bytes.", minimum=1),
+        Option("credentials_url", Kind.PLATFORM_TEXT, "", "Service account JSON key file."),
+        Option("chunk_size", Kind.WHOLE, 8 * 1024 * 1024, "Upload chunk size in bytes; a "
+               "multiple of 262144 (256 KiB).", minimum=262144),
+        Option("download_chunk_size", Kind.WHOLE, 16 * 1024 * 1024, "Bytes per ranged "
+               "download request.", minimum=262144),
+        Option("api_url", Kind.TEXT, "https://www.googleapis.com/", "Google API root URL "
+               "(a proxy or a test server)."),
+        Option("impersonate", Kind.TEXT, "", "Workspace user whose Drive the service account "
+               "acts in (domain-wide delegation); empty = the account itself."),
+        Option("max_calls_per_s", Kind.NUMBER, 10, "API calls per second for this account, "
+               "all workers together.", minimum=0, strict_minimum=True, maximum=1000),
+        Option("max_backoff_s", Kind.NUMBER, 64, "Longest wait after a rate-limit answer.",
+               minimum=0, maximum=3600),
+        Option("max_retries", Kind.WHOLE, 8, "Retries of one API call before the file's "
+               "try fails.", minimum=0, maximum=100),
+        Option("upload_limit_wait_s", Kind.NUMBER, 3600, "Seconds the site waits after "
+               "Drive's daily upload limit or a full drive before trying again.",
+               minimum=1, maximum=86400),
+        Option("timeout_s", Kind.NUMBER, 120, "Network timeout of one request.",
+               minimum=1, maximum=3600),
     ),
     "sftp": (
         Option("sftp_host", Kind.TEXT, "", "Server host name."),

@@ -110,11 +110,33 @@ def _sftp(request: pytest.FixtureRequest) -> Iterator[Harness]:
         provider.close()
 
 
-#: Provider id -> harness factory. gdrive (Drive v3 emulator) joins here when its
-#: provider lands.
+def _gdrive(root: str) -> Callable[[pytest.FixtureRequest], contextlib.AbstractContextManager]:
+    """Google Drive through the real googleapiclient/google-auth against the Drive v3
+    emulator (tests/gdrive_emulator), in My Drive or in a shared drive; 256 KiB chunks so
+    the 1 MiB writes here make multi-chunk resumable uploads."""
+
+    @contextlib.contextmanager
+    def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
+        from tests.gdrive_emulator.fixtures import shared_env
+
+        monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
+        monkeypatch.setenv("SITESYNC_DATA_DIR", str(request.getfixturevalue("tmp_path") / "data"))
+        provider = create_provider("gdrive", SITE, shared_env().site(root))
+        try:
+            yield Harness(id="gdrive", provider=provider,
+                          base="{root[work]}/contract-" + uuid.uuid4().hex[:8])
+        finally:
+            provider.close()
+
+    return harness
+
+
+#: Provider id -> harness factory.
 HARNESSES: dict[str, Callable[[pytest.FixtureRequest], contextlib.AbstractContextManager]] = {
     "local_drive": _local_drive,
     "sftp": _sftp,
+    "gdrive": _gdrive("/My Drive/sitesync"),
+    "gdrive_shared_drive": _gdrive("/Studio Team/projects"),
 }
 
 #: (provider id, test name) -> why that provider does not pass that step yet. Runs as a
