@@ -984,8 +984,11 @@ def _parse_multipart(content_type: str, body: bytes) -> tuple[dict, bytes, str]:
     for piece in pieces[1:]:
         if piece.startswith(b"--"):
             break
-        piece = piece[2:] if piece.startswith(b"\r\n") else piece[1:] if piece.startswith(b"\n") else piece
-        piece = piece[:-2] if piece.endswith(b"\r\n") else piece[:-1] if piece.endswith(b"\n") else piece
+        # Exactly one "\n" after the delimiter line and one before the next delimiter
+        # belong to the framing (email's generator writes "\n"); a payload may itself end
+        # in "\r" or "\n".
+        piece = piece[1:] if piece.startswith(b"\n") else piece
+        piece = piece[:-1] if piece.endswith(b"\n") else piece
         head, sep, payload = piece.partition(b"\n\n")
         if not sep:
             head, sep, payload = piece.partition(b"\r\n\r\n")
