@@ -255,6 +255,8 @@ class FakeDrive:
         self.chunk_delay_s = 0.0
         #: Whether file resources carry sha256Checksum (Drive: "if available").
         self.report_sha256 = True
+        #: Flip one byte in each of the next N media answers (corruption in transit).
+        self.corrupt_media = 0
         self._last_time = 0.0
         self.root_id = self._new_id("0AMy")
         now = self._now()
@@ -782,6 +784,11 @@ class FakeDrive:
             return
         last = min(last, total - 1)
         body = data[first:last + 1]
+        with self.lock:
+            corrupt = self.corrupt_media > 0 and bool(body)
+            self.corrupt_media -= corrupt
+        if corrupt:
+            body = bytes([body[0] ^ 0xFF]) + body[1:]
         state["status"] = 206
         self._send(h, 206, body, {"Content-Type": "application/octet-stream",
                                   "Content-Range": f"bytes {first}-{last}/{total}"})
