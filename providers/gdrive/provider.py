@@ -229,6 +229,10 @@ class GDriveProvider(Provider):
                     "manager)")
         return problems
 
+    def describe(self) -> str:
+        roots = ", ".join(f"{name}={spec.path}" for name, spec in sorted(self._roots.items()))
+        return f"service account {self.account.email}; roots {roots}"
+
     def close(self) -> None:
         """Close this thread's connections; other threads' clients close with their threads."""
         client = getattr(self._local, "client", None)
