@@ -454,6 +454,9 @@ class FakeDrive:
         kind = _kind(method, parsed.path, params, h.headers)
         state: dict[str, Any] = {"bytes_in": 0, "status": 0, "logged": False}
         h.log_entry = (method, kind, h.path, state)  # type: ignore[attr-defined]
+        if parsed.path.startswith("/_emulator/"):
+            self._control(h, parsed.path[len("/_emulator/"):], params)
+            return
         try:
             fault = self._take_fault(method, h.path)
             if fault is not None and fault.delay:
@@ -497,6 +500,42 @@ class FakeDrive:
             if not state["logged"]:
                 state["logged"] = True
                 self.log.append(LogEntry(method, kind, path, status, state["bytes_in"]))
+
+    def _control(self, h: BaseHTTPRequestHandler, action: str, params: dict[str, str]) -> None:
+        """Test-side control over HTTP when the emulator runs in another process
+        (``python -m tests.gdrive_emulator``); not part of Drive's API, never logged."""
+        h.log_entry = ("", "control", "", {"logged": True, "bytes_in": 0})  # type: ignore[attr-defined]
+        body = self._body(h)
+        result: Any = {}
+        if action == "stats":
+            with self.lock:
+                kinds: dict[str, int] = {}
+                for entry in self.log:
+                    kinds[entry.kind] = kinds.get(entry.kind, 0) + 1
+                result = {"requests": kinds, "upload_bytes": self.upload_bytes,
+                          "download_bytes": self.download_bytes, "token_grants": self.token_grants,
+                          "short_bodies": self.short_bodies}
+        elif action == "reset":
+            self.reset_log()
+            with self.lock:
+                self.token_grants = 0
+        elif action == "account":
+            info = json.loads(body)
+            with self.lock:
+                self.accounts[info["client_email"]] = info["public_pem"]
+        elif action == "mkdir":
+            result = {"id": self.mkdir(params["path"])}
+        elif action == "shared-drive":
+            result = {"id": self.add_shared_drive(params["name"])}
+        elif action == "set":
+            for key, value in json.loads(body).items():
+                if key not in ("chunk_delay_s", "upload_cap_bytes", "report_sha256"):
+                    raise ValueError(key)
+                setattr(self, key, value)
+        else:
+            self._send_json(h, 404, {"error": f"unknown control {action!r}"})
+            return
+        self._send_json(h, 200, result)
 
     def _take_fault(self, method: str, path: str) -> Fault | None:
         with self.lock:
