@@ -202,10 +202,15 @@ class DriveCaller:
                 "and no tries are counted", site=self.site, retry_after_s=wait))
         if status == 403 and reason in _FULL_REASONS:
             wait = self.upload_limit_wait_s
+            if "service account" in message.lower():
+                fix = ("files the service account creates in a My Drive folder would be its own, and "
+                       "Google gives service accounts no storage: put the root in a shared drive, or "
+                       f"set sites.{self.site}.impersonate to a Workspace user")
+            else:
+                fix = "free space (or raise the storage of the account or shared drive)"
             return _Decision(SiteUnavailableError(
                 f"the Google Drive of site '{self.site}' is full or at an item limit while {what} "
-                f"({detail}); free space (or raise the storage of the account or shared drive), "
-                f"transfers to this site are tried again every {_minutes(wait)}",
+                f"({detail}); {fix}; transfers to this site are tried again every {_minutes(wait)}",
                 site=self.site, retry_after_s=wait))
         if status >= 500 or status == 408:
             return _Decision(TransientError(f"Google Drive server error on {where} ({detail}); will retry",

@@ -101,9 +101,13 @@ class Folders:
             folder_id = drive_id
         root = DriveRoot(root_name, path, drive_id, folder_id)
         walked = f"/{top}"
-        for name in parts[1:]:
+        for index, name in enumerate(parts[1:]):
             walked += f"/{name}"
             found = self._find_folder(root, folder_id, name)
+            if found is None and index == 0 and drive_id is None:
+                # A folder a user shared with the account from their own My Drive: OpenPype
+                # shows those under /My Drive too, so existing settings keep working.
+                found = self._shared_folder(name, root_name)
             if found is None:
                 raise PermanentError(
                     f"root '{root_name}' of site '{self.site}': the folder {walked} does not exist or is "
@@ -122,6 +126,19 @@ class Folders:
         with self._lock:
             self._drives[""] = meta["id"]
         return str(meta["id"])
+
+    def _shared_folder(self, name: str, root_name: str) -> str | None:
+        q = f"name = {q_string(name)} and mimeType = '{FOLDER}' and sharedWithMe = true and trashed = false"
+        page = self.caller.run(f"looking up shared folder '{name}'", lambda: self.files().list(
+            q=q, fields="files(id,createdTime)", pageSize=10, supportsAllDrives=True,
+            includeItemsFromAllDrives=True, corpora="user").execute(num_retries=0))
+        found = page.get("files", [])
+        if len(found) > 1:
+            raise PermanentError(
+                f"root '{root_name}' of site '{self.site}': {len(found)} folders named '{name}' are "
+                f"shared with the service account {self.caller.email}; stop sharing all but one, or "
+                "move the project into a shared drive")
+        return str(found[0]["id"]) if found else None
 
     def _shared_drive_id(self, name: str, root_name: str) -> str:
         with self._lock:

@@ -40,7 +40,7 @@ _TOKEN = re.compile(
 
 _STRING_FIELDS = {"name", "mimeType"}
 _TIME_FIELDS = {"createdTime", "modifiedTime"}
-_BOOL_FIELDS = {"trashed", "starred"}
+_BOOL_FIELDS = {"trashed", "starred", "sharedWithMe"}
 
 
 @dataclass(frozen=True)

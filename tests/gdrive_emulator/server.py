@@ -56,6 +56,8 @@ __all__ = ["FOLDER", "UNIT", "FakeDrive", "Fault", "LogEntry"]
 
 FOLDER = "application/vnd.google-apps.folder"
 UNIT = 256 * 1024
+#: Test-side name of another user's My Drive (``find``/``mkdir`` paths start with it).
+USER_DRIVE = "Artist Drive"
 _DEFAULT_FILE_FIELDS = "kind,id,name,mimeType"
 _DEFAULT_LIST_FIELDS = "kind,nextPageToken,incompleteSearch,files(kind,id,name,mimeType)"
 
@@ -95,6 +97,8 @@ class Item:
     content: bytes | None = None
     trashed: bool = False
     readonly: bool = False
+    #: Accounts (or "*") this item is shared with directly ("Shared with me" for them).
+    shared_with: set[str] = field(default_factory=set)
     _sums: tuple[int, str, str] | None = field(default=None, repr=False)
 
     @property
@@ -108,11 +112,13 @@ class Item:
             self._sums = (id(content), hashlib.md5(content).hexdigest(), hashlib.sha256(content).hexdigest())
         return self._sums[1], self._sums[2]
 
-    def query_view(self, root_id: str) -> dict[str, Any]:
+    def query_view(self, root_id: str, account: str | None) -> dict[str, Any]:
         """Just what ``q`` can test, cheap to build for every item."""
         parents = set(self.parents) | ({"root"} if root_id in self.parents else set())
+        shared = bool(self.shared_with & {"*", account}) if account else bool(self.shared_with)
         return {"name": self.name, "mimeType": self.mime_type, "trashed": self.trashed,
-                "createdTime": self.created, "modifiedTime": self.modified, "parents_for_query": parents}
+                "createdTime": self.created, "modifiedTime": self.modified, "sharedWithMe": shared,
+                "parents_for_query": parents}
 
     def resource(self, report_sha256: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -261,6 +267,9 @@ class FakeDrive:
         self.root_id = self._new_id("0AMy")
         now = self._now()
         self.items[self.root_id] = Item(self.root_id, "My Drive", FOLDER, [], None, now, now)
+        # Another user's My Drive: invisible to the service account except what is shared.
+        self.user_root_id = self._new_id("0AUser")
+        self.items[self.user_root_id] = Item(self.user_root_id, USER_DRIVE, FOLDER, [], None, now, now)
         self._server = _Server((host, port), _Handler)
         self._server.drive = self  # type: ignore[attr-defined]
         self._thread: threading.Thread | None = None
@@ -314,6 +323,14 @@ class FakeDrive:
             # Like Drive: the shared drive's root folder has the drive's id.
             self.items[drive_id] = Item(drive_id, name, FOLDER, [], drive_id, now, now)
             return drive_id
+
+    def share(self, path: str, account: str = "*", *, readonly: bool = False) -> str:
+        """Share the folder at ``path`` (e.g. ``/Artist Drive/show``, made if missing) with
+        ``account``, as a user shares a folder of their My Drive; ``readonly`` = Viewer."""
+        with self.lock:
+            folder = self.items[self.mkdir(path, readonly=readonly)]
+            folder.shared_with.add(account)
+            return folder.id
 
     def mkdir(self, path: str, *, readonly: bool = False) -> str:
         """Create every folder of ``/My Drive/a/b`` or ``/<shared drive>/a/b``; its id."""
@@ -399,6 +416,8 @@ class FakeDrive:
             raise KeyError(path)
         if parts[0] == "My Drive":
             return self.items[self.root_id]
+        if parts[0] == USER_DRIVE:
+            return self.items[self.user_root_id]
         for drive in self.drives.values():
             if drive.name == parts[0]:
                 return self.items[drive.id]
@@ -416,7 +435,13 @@ class FakeDrive:
 
     def _visible(self, item: Item, account: str | None, all_drives: bool) -> bool:
         if item.drive_id is None:
-            return True
+            # In the account's own My Drive, or under something shared with it.
+            node: Item | None = item
+            while node is not None:
+                if node.id == self.root_id or (account is None or node.shared_with & {"*", account}):
+                    return True
+                node = self.items.get(node.parents[0]) if node.parents else None
+            return False
         drive = self.drives.get(item.drive_id)
         if drive is None or not all_drives:
             return False
@@ -739,12 +764,12 @@ class FakeDrive:
                 if not item.parents:
                     continue  # drive roots are not listed
                 if item.drive_id is None:
-                    if corpora == "drive":
+                    if corpora == "drive" or not self._visible(item, account, all_drives):
                         continue
                 elif (corpora == "user" or not all_items or not self._visible(item, account, all_drives)
                       or (corpora == "drive" and item.drive_id != drive_id)):
                     continue
-                if predicate(item.query_view(self.root_id)):
+                if predicate(item.query_view(self.root_id, account)):
                     candidates.append(item.resource(self.report_sha256))
         for key, desc in reversed(order):
             candidates.sort(key=lambda r, k=key: order_key(r, k), reverse=desc)

@@ -177,6 +177,13 @@ def test_a_full_drive_holds_the_site(env, make):
     assert "free space" in str(caught.value)
 
 
+def test_a_service_account_without_storage_is_told_to_use_a_shared_drive(env, make):
+    env.drive.inject(method="POST", path="upload", status=403, reason="storageQuotaExceeded",
+                     message="Service Accounts do not have storage quota. Leverage shared drives.")
+    with pytest.raises(SiteUnavailableError, match="put the root in a shared drive"):
+        put(make(), "{root[work]}/a.exr", b"a")
+
+
 def test_a_per_minute_rate_limit_on_an_upload_is_not_the_cap(env, make):
     env.drive.inject(method="POST", path="upload", status=403, reason="userRateLimitExceeded",
                      message="User Rate Limit Exceeded. Rate of requests for user exceed configured quota.")

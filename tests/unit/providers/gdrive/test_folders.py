@@ -216,3 +216,31 @@ def test_delete_trashes_the_file_and_removes_leftovers(env, make):
 def test_part_names_are_reserved(make):
     with pytest.raises(PermanentError, match="reserved"):
         make().stat("{root[work]}/a/.x.exr.sitesync-part")
+
+
+def test_a_folder_shared_from_a_users_my_drive_is_a_my_drive_root(env, make):
+    """OpenPype's way: share a folder with the service account's e-mail, set the root to
+    /My Drive/<folder>."""
+    env.drive.share("/Artist Drive/show", env.key.client_email)
+    provider = make("/My Drive/show")
+    assert provider.check() == []
+    put(provider, "{root[work]}/sh010/v001/x.exr", b"shared")
+    assert env.drive.read("/Artist Drive/show/sh010/v001/x.exr") == b"shared"
+    assert read(provider, "{root[work]}/sh010/v001/x.exr") == b"shared"
+
+
+def test_a_folder_shared_read_only_is_reported_by_check(env, make):
+    env.drive.share("/Artist Drive/viewonly", env.key.client_email, readonly=True)
+    env.drive.mkdir("/Artist Drive/private")  # not shared: invisible
+    provider = make({"work": "/My Drive/viewonly", "other": "/My Drive/private"})
+    problems = provider.check()
+    assert len(problems) == 2
+    assert "is read-only for the service account" in problems[1]
+    assert "/My Drive/private does not exist or is not shared" in problems[0]
+
+
+def test_two_shared_folders_with_one_name_are_refused(env, make):
+    env.drive.share("/Artist Drive/a/show", env.key.client_email)
+    env.drive.share("/Artist Drive/b/show", env.key.client_email)
+    with pytest.raises(PermanentError, match="2 folders named 'show' are shared"):
+        make("/My Drive/show").stat("{root[work]}/x.exr")
