@@ -439,6 +439,8 @@ class ThrottledReader(Reader):
         self._reader = reader
         self._buckets = tuple(buckets)
         self._cancel = cancel
+        # The storage's own checksums (Drive's md5) still reach the engine's check.
+        self.hashes = getattr(reader, "hashes", {})
 
     def read(self, size: int) -> bytes:
         piece = min([size, *(b.piece_size() for b in self._buckets)])

@@ -27,7 +27,7 @@ from providers.base import Features, Provider, Reader, RemoteFile, Writer
 from providers.gdrive.calls import DriveCaller, DriveNotFound, SessionGone
 from providers.gdrive.client import account_for
 from providers.gdrive.download import DriveReader
-from providers.gdrive.folders import DriveRoot, Folders
+from providers.gdrive.folders import FILE_FIELDS, DriveRoot, Folders
 from providers.gdrive.options import parse_options
 from providers.gdrive.state import UploadStates
 from providers.gdrive.upload import PART_SUFFIX, DriveWriter, part_name, remote_file
@@ -117,6 +117,13 @@ class GDriveProvider(Provider):
                 self._resolved[root_name] = root
         return root
 
+    def forget_paths(self) -> None:
+        """Drop cached folder and root ids: something was deleted or moved behind our back
+        (a root folder deleted and made anew gets a new id)."""
+        self.folders.forget()
+        with self._resolved_lock:
+            self._resolved.clear()
+
     def _find(self, rootless_path: str) -> tuple[DriveRoot, str | None, dict[str, Any] | None]:
         """(root, parent folder id or None, newest file resource or None)."""
         root_name, parts, _ = self._locate(rootless_path)
@@ -128,8 +135,9 @@ class GDriveProvider(Provider):
             files = self.folders.find_files(root, parent, [parts[-1]])
             if files:
                 return root, parent, files[-1]  # duplicates: the newest one is the current version
-            if attempt == 1 and parts[:-1] and not self.folders.folder_exists(parent):
-                self.folders.forget()  # a cached folder was deleted or trashed: look again
+            if attempt == 1 and not self.folders.folder_exists(parent):
+                self.forget_paths()  # a cached folder was deleted or trashed: look again
+                root = self._root(root_name)
                 continue
             return root, parent, None
         return root, None, None
@@ -157,7 +165,8 @@ class GDriveProvider(Provider):
         try:
             parent = self.folders.folder(root, parts[:-1], create=True)
         except DriveNotFound:
-            self.folders.forget()
+            self.forget_paths()
+            root = self._root(root_name)
             parent = self.folders.folder(root, parts[:-1], create=True)
         assert parent is not None
         state = self.states.load(rootless_path) if resume else None
@@ -189,6 +198,34 @@ class GDriveProvider(Provider):
                 self.trash_id(str(meta["id"]), f"deleting {display}")
             else:
                 self.delete_id(str(meta["id"]), f"deleting a leftover upload of {display}")
+
+    def move(self, source_path: str, target_path: str) -> RemoteFile:
+        """A rename on Drive (name and, if needed, parent folder): no bytes move. Never
+        replaces a file; across drives (My Drive <-> a shared drive) it copies instead."""
+        if self.stat(target_path) is not None:
+            raise PermanentError(f"cannot move {source_path} to {target_path} on site "
+                                 f"'{self.site}': the target already exists")
+        src_root, src_parent, meta = self._find(source_path)
+        if meta is None or src_parent is None:
+            raise PermanentError(f"cannot move {source_path} on site '{self.site}': it does not exist")
+        root_name, parts, display = self._locate(target_path)
+        dst_root = self._root(root_name)
+        if dst_root.drive_id != src_root.drive_id:
+            return super().move(source_path, target_path)
+        dst_parent = self.folders.folder(dst_root, parts[:-1], create=True)
+        assert dst_parent is not None
+        moves = {} if dst_parent == src_parent else {"addParents": dst_parent, "removeParents": src_parent}
+        moved = self.caller.run(f"moving {self.resolve(source_path)} to {display}", lambda: (
+            self.files().update(fileId=meta["id"], body={"name": parts[-1]}, fields=FILE_FIELDS,
+                                supportsAllDrives=True, **moves).execute(num_retries=0)))
+        self.folders.note_name(dst_parent, parts[-1])
+        return remote_file(target_path, moved)
+
+    def sweep_partials(self, max_age_s: float) -> list[str]:
+        """Forget upload sessions nobody came back for (their state files; Drive drops
+        the sessions itself after about a week). A temporary upload left on Drive by a
+        crash is removed by the next upload of that file."""
+        return self.states.sweep(max_age_s)
 
     def trash_id(self, file_id: str, what: str) -> None:
         with contextlib.suppress(DriveNotFound):

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -84,3 +85,20 @@ class UploadStates:
     def delete(self, rootless: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path(rootless))
+
+    def sweep(self, max_age_s: float) -> list[str]:
+        """Remove this site's state files not written for ``max_age_s``; their paths."""
+        cutoff = time.time() - max_age_s
+        removed = []
+        for path in self._dir().glob("*.json"):
+            try:
+                if path.stat().st_mtime >= cutoff:
+                    continue
+                state = json.loads(path.read_text(encoding="utf-8"))
+                if path != self.path(str(state.get("rootless", ""))):
+                    continue  # another site's or account's upload
+                path.unlink()
+            except (OSError, ValueError, AttributeError):
+                continue
+            removed.append(str(path))
+        return removed

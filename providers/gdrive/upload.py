@@ -227,7 +227,7 @@ class DriveWriter(Writer):
             self._p.states.delete(self._rootless)
             raise
         except DriveNotFound:
-            self._p.folders.forget()  # the parent folder went away: resolve it again next time
+            self._p.forget_paths()  # the parent folder went away: resolve it again next time
             raise
         self._drop(request.resumable_progress)
         if body is not None:
@@ -329,7 +329,7 @@ class DriveWriter(Writer):
         try:
             return self._p.caller.run(f"uploading {self._display}", call, upload=True)
         except DriveNotFound:
-            self._p.folders.forget()
+            self._p.forget_paths()
             raise
 
     def _verify(self, meta: Mapping[str, Any], expected_size: int,

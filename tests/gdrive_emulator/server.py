@@ -287,7 +287,9 @@ class FakeDrive:
 
     @property
     def token_uri(self) -> str:
-        return f"{self.url}token"
+        """Unique per emulator (the query is ignored): a later emulator on a reused port
+        is then another account to the provider's process-wide caches, as it should be."""
+        return f"{self.url}token?emulator={id(self):x}"
 
     def start(self) -> FakeDrive:
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-drive",

@@ -244,3 +244,25 @@ def test_two_shared_folders_with_one_name_are_refused(env, make):
     env.drive.share("/Artist Drive/b/show", env.key.client_email)
     with pytest.raises(PermanentError, match="2 folders named 'show' are shared"):
         make("/My Drive/show").stat("{root[work]}/x.exr")
+
+
+def test_a_root_folder_deleted_and_made_again_is_found_again(env, make):
+    provider = make()
+    put(provider, "{root[work]}/a.exr", b"a")
+    with env.drive.lock:
+        env.drive._delete(env.drive.find(ROOT)[0])
+    env.drive.put_file(f"{ROOT}/a.exr", b"again")  # a new root folder with a new id
+    assert read(provider, "{root[work]}/a.exr") == b"again"
+    put(provider, "{root[work]}/b.exr", b"b")
+    assert env.drive.names(ROOT) == ["a.exr", "b.exr"]
+
+
+def test_move_renames_on_drive_without_moving_bytes(env, make):
+    provider = make()
+    put(provider, "{root[work]}/stage/.x.exr.sitesync-staged", b"staged bytes")
+    env.drive.reset_log()
+    info = provider.move("{root[work]}/stage/.x.exr.sitesync-staged", "{root[work]}/final/x.exr")
+    assert info.size == len(b"staged bytes")
+    assert env.drive.read(f"{ROOT}/final/x.exr") == b"staged bytes"
+    assert env.drive.names(f"{ROOT}/stage") == []
+    assert env.drive.upload_bytes == 0 and env.drive.download_bytes == 0
