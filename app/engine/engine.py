@@ -420,7 +420,8 @@ class Engine(PolicyControls):
 
     def _idle_wait(self) -> float:
         """``loop_delay``, or less when a file this engine failed is due for its retry
-        sooner: a back-off of seconds must not turn into the loop's minute."""
+        sooner, or a held site's hold ends: a back-off of seconds must not turn into the
+        loop's minute."""
         wait = float(self.settings.loop_delay)
         now = time.monotonic()
         with self._lock:
@@ -429,6 +430,8 @@ class Engine(PolicyControls):
             if self._retry_due:
                 # A little late rather than early: find_work compares with the DB's time.
                 wait = min(wait, self._retry_due[0] - now + 0.05)
+            for until, _ in self._holds.values():
+                wait = min(wait, until - now + 0.05)
         return max(0.05, wait)
 
     def _renew_interval(self) -> float:
@@ -640,15 +643,6 @@ class Engine(PolicyControls):
                 return
             self._holds[site] = (until, text)
         _log.warning("%s", text)
-
-    def _idle_wait(self) -> float:
-        """Sleep until the next full check, or until the earliest hold ends."""
-        with self._lock:
-            ends = [until for until, _ in self._holds.values()]
-        wait = float(self.settings.loop_delay)
-        if ends:
-            wait = min(wait, max(0.05, min(ends) - time.monotonic() + 0.05))
-        return wait
 
     def _note_problem(self, pair: SitePair, text: str) -> None:
         if self._pair_problems.get(pair) != text:
