@@ -53,7 +53,7 @@ def test_download_is_checked_against_drives_md5(sites):
     data = os.urandom(2 * UNIT)
     env.drive.put_file(f"{ROOT}/sh/f.bin", data)
     env.drive.corrupt_media = 1
-    with pytest.raises(TransientError, match="do not match its md5 checksum"):
+    with pytest.raises(TransientError, match="do not match the checksum that storage reports"):
         transfer_file(_item(data, "gdrive", "local"), gdrive, local, CancelToken())
     assert not (folder / "sh" / "f.bin").exists()
     assert not list(folder.rglob("*.sitesync-part")), "the corrupt copy was discarded"
