@@ -117,11 +117,10 @@ def _gdrive(root: str) -> Callable[[pytest.FixtureRequest], contextlib.AbstractC
 
     @contextlib.contextmanager
     def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
-        from tests.gdrive_emulator.fixtures import shared_env
-
+        env = request.getfixturevalue("gdrive_contract_env")  # tests/contract/conftest.py
         monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
         monkeypatch.setenv("SITESYNC_DATA_DIR", str(request.getfixturevalue("tmp_path") / "data"))
-        provider = create_provider("gdrive", SITE, shared_env().site(root))
+        provider = create_provider("gdrive", SITE, env.site(root))
         try:
             yield Harness(id="gdrive", provider=provider,
                           base="{root[work]}/contract-" + uuid.uuid4().hex[:8])

@@ -8,9 +8,7 @@ the sites use as roots.
 
 from __future__ import annotations
 
-import atexit
 import functools
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,7 +18,7 @@ from typing import Any
 from tests.gdrive_emulator.auth import ServiceAccountKey
 from tests.gdrive_emulator.server import UNIT, FakeDrive
 
-__all__ = ["FAST", "DriveEnv", "drive_env", "service_key", "shared_env"]
+__all__ = ["FAST", "DriveEnv", "drive_env", "service_key"]
 
 #: Options that keep tests quick: no pacing to speak of, millisecond back-offs, small
 #: chunks so a few MiB already make a multi-chunk resumable upload.
@@ -72,12 +70,3 @@ def drive_env(folder: Path, **kwargs: Any) -> Iterator[DriveEnv]:
     """A fresh emulator for one test: roots /My Drive/sitesync and /Studio Team/projects."""
     with FakeDrive(**kwargs) as drive:
         yield _prepare(drive, folder)
-
-
-@functools.cache
-def shared_env() -> DriveEnv:
-    """One emulator for the whole process (the provider contract runs ~300 tests against
-    it, each in its own folder); stopped at exit."""
-    drive = FakeDrive().start()
-    atexit.register(drive.stop)
-    return _prepare(drive, Path(tempfile.mkdtemp(prefix="fakedrive-")))
