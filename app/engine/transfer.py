@@ -168,21 +168,20 @@ def transfer_file(
                 hasher, start = prefix, offset
         if on_start is not None:
             on_start(offset)
+        reader = source.open_reader(item.path, start)
+        # getattr: a duck-typed reader (a test double, a plug-in) reports no checksums.
+        reported = getattr(reader, "hashes", None) or {}
+        if start and not item.source_checksum and not set(reported) & set(hasher.names):
+            # Nothing left to check the kept prefix against: read the source whole.
+            reader.close()
+            hasher, start = _Hashes.new(algorithms), 0
+            reader = source.open_reader(item.path, 0)
+            reported = getattr(reader, "hashes", None) or {}
         done = start
         produce = _pipelined if item.size - start >= PIPELINE_MIN_BYTES else _sequential
-        with contextlib.ExitStack() as stack:
-            reader = stack.enter_context(source.open_reader(item.path, start))
-            # getattr: a duck-typed reader (a test double, a plug-in) reports no checksums.
-            reported = getattr(reader, "hashes", None) or {}
-            if start and not item.source_checksum and not set(reported) & set(hasher.names):
-                # Nothing left to check the kept prefix against: read the source whole.
-                reader.close()
-                hasher, start, done = _Hashes.new(algorithms), 0, 0
-                reader = stack.enter_context(source.open_reader(item.path, 0))
-                reported = getattr(reader, "hashes", None) or {}
-            stack.enter_context(_interruptible(token, reader))
+        with reader, _interruptible(token, reader), \
+                contextlib.closing(produce(reader, hasher, token)) as chunks:
             # closing(): the read thread is joined before the reader is closed.
-            chunks = stack.enter_context(contextlib.closing(produce(reader, hasher, token)))
             for chunk in chunks:
                 if token.cancelled:
                     keep_partial = True

@@ -163,6 +163,18 @@ class Account:
     cache: dict[str, Any] = field(default_factory=dict)
     cache_lock: threading.RLock = field(default_factory=threading.RLock)
     clients_built: int = 0
+    _local: threading.local = field(default_factory=threading.local)
+
+    def thread_client(self, timeout_s: float) -> tuple[Any, Any, Any]:
+        """This thread's (client, client.files(), client.drives()), built on first use and
+        kept for the life of the thread: every site and project of the account share it.
+        googleapiclient builds a new resource object (~20 ms) on every ``files()`` call,
+        so the resources are kept too."""
+        kept = getattr(self._local, "clients", None)
+        if kept is None:
+            client = self.build_client(timeout_s)
+            kept = self._local.clients = (client, client.files(), client.drives())
+        return kept
 
     def build_client(self, timeout_s: float) -> Any:
         """A Drive client for the calling thread (keep it; it holds the connections)."""

@@ -56,7 +56,6 @@ class GDriveProvider(Provider):
             credentials_path=self.options.credentials_path, api_url=self.options.api_url,
             pacer=self.account.pacer, max_retries=self.options.max_retries,
             max_backoff_s=self.options.max_backoff_s, upload_limit_wait_s=self.options.upload_limit_wait_s)
-        self._local = threading.local()
         self.folders = Folders(site, self.caller, self.files, self.drives, self.account.cache,
                                self.account.cache_lock)
         self.states = UploadStates(site, self.account.email)
@@ -68,26 +67,14 @@ class GDriveProvider(Provider):
                 f"roots={sorted(self._roots)})")
 
     def client(self) -> Any:
-        """This thread's Drive client, built on first use and kept."""
-        client = getattr(self._local, "client", None)
-        if client is None:
-            client = self.account.build_client(self.options.timeout_s)
-            self._local.client = client
-        return client
+        """This thread's Drive client (one per account and thread, reused for every file)."""
+        return self.account.thread_client(self.options.timeout_s)[0]
 
     def files(self) -> Any:
-        """This thread's ``client.files()``: googleapiclient builds a new resource object
-        (all its methods, ~20 ms) on every ``files()`` call, so it is kept too."""
-        files = getattr(self._local, "files", None)
-        if files is None:
-            files = self._local.files = self.client().files()
-        return files
+        return self.account.thread_client(self.options.timeout_s)[1]
 
     def drives(self) -> Any:
-        drives = getattr(self._local, "drives", None)
-        if drives is None:
-            drives = self._local.drives = self.client().drives()
-        return drives
+        return self.account.thread_client(self.options.timeout_s)[2]
 
     # -- paths ---------------------------------------------------------------------------------
 
@@ -271,9 +258,5 @@ class GDriveProvider(Provider):
         return f"service account {self.account.email}; roots {roots}"
 
     def close(self) -> None:
-        """Close this thread's connections; other threads' clients close with their threads."""
-        client = getattr(self._local, "client", None)
-        if client is not None:
-            self._local.client = self._local.files = self._local.drives = None
-            with contextlib.suppress(Exception):
-                client.close()
+        """Nothing to release: the clients belong to the account and its threads (their
+        connections close with the threads), and other sites may be using them."""
