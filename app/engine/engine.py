@@ -57,6 +57,8 @@ from app.events.types import (
     TransferStopped,
 )
 from app.model import Claim, Direction, WorkItem
+from app.policy.backlog import FETCH as BACKLOG_FETCH
+from app.policy.backlog import WorkBacklog
 from app.policy.bandwidth import ThrottledProvider
 from app.policy.concurrency import claim_windows, slot_keys
 from app.settings import ProjectSettings, Settings, SiteConfig
@@ -213,6 +215,8 @@ class Engine(PolicyControls):
         #: Monotonic times at which files this engine failed are due again (a heap).
         self._retry_due: list[float] = []
         self._init_policy(settings, state_path)
+        #: Work found ahead of the claim windows (app.policy.backlog).
+        self._backlog = WorkBacklog()
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -310,12 +314,14 @@ class Engine(PolicyControls):
     def pause_project(self, project: str, paused: bool = True) -> None:
         self.store.set_project_paused(project, paused)
         self._pairs_cache = (0.0, [])
+        self._backlog.clear()
         if paused:
             self._cancel(lambda job: job.item.project == project, f"project {project} paused")
         self._wake.set()
 
     def pause_representation(self, project: str, repre_id: str, site: str, paused: bool = True) -> None:
         self.store.set_paused(project, repre_id, site, paused)
+        self._backlog.clear()
         if paused:
             self._cancel(
                 lambda job: job.item.project == project and job.item.repre_id == repre_id
@@ -326,6 +332,7 @@ class Engine(PolicyControls):
 
     def sync_now(self) -> None:
         """Look for work immediately (after a user action in another process, say)."""
+        self._backlog.clear()
         self._wake.set()
 
     def update_settings(self, settings: Settings) -> None:
@@ -341,6 +348,7 @@ class Engine(PolicyControls):
             self._pair_problems.clear()
             self._apply_policy(settings)
             self._holds.clear()
+        self._backlog.clear()
         for provider in stale:
             provider.close()
         self._wake.set()
@@ -561,30 +569,45 @@ class Engine(PolicyControls):
         self, pair: SitePair, retry_cnt: int, now: datetime, windows: dict[Direction, int]
     ) -> tuple[list[WorkItem], bool]:
         """Up to ``windows[d]`` items per direction, most urgent first; and whether more
-        may be waiting. One query for both directions; a second, for one direction only,
-        when the first was filled by the other direction's files."""
+        may be waiting. Found ahead first (app.policy.backlog); else one query for both
+        directions, fetching ahead, and a second, for one direction only, when the first
+        was filled by the other direction's files."""
         with self._lock:
             exclude = frozenset((k[0], k[1]) for k in self._jobs)
+        ahead = self._backlog.take(pair, windows, exclude)
+        if ahead:
+            return ahead, True
         only = next(iter(windows)) if len(windows) == 1 else None
-        limit = sum(windows.values())
+        if only is not None and self._backlog.is_dry(pair, only):
+            return [], False  # a slot freeing wakes the loop
+        limit = max(sum(windows.values()), BACKLOG_FETCH)
+        started = time.monotonic()
         found = self.store.find_work(pair.project, pair.active, pair.remote, retry_cnt, now,
                                      limit=limit, exclude=exclude, direction=only)
+        query_s = time.monotonic() - started
         taken: dict[Direction, list[WorkItem]] = {d: [] for d in windows}
-        overflow = False
+        surplus: list[WorkItem] = []
         for item in found:
             bucket = taken.get(item.direction)
             if bucket is not None and len(bucket) < windows[item.direction]:
                 bucket.append(item)
             else:
-                overflow = True
+                surplus.append(item)
+        overflow = bool(surplus)
+        self._backlog.keep(pair, surplus, query_s, replace=only is None)
+        if only is not None and not found:
+            self._backlog.mark_dry(pair, only, query_s)
         if overflow and len(found) == limit:
             for direction, bucket in taken.items():
                 want = windows[direction] - len(bucket)
-                if want > 0:
+                if want > 0 and not self._backlog.is_dry(pair, direction):
                     seen = exclude | {(i.repre_id, i.file_id) for i in found}
-                    bucket.extend(self.store.find_work(
+                    extra = self.store.find_work(
                         pair.project, pair.active, pair.remote, retry_cnt, now, limit=want,
-                        exclude=seen, direction=direction))
+                        exclude=seen, direction=direction)
+                    if not extra:
+                        self._backlog.mark_dry(pair, direction, query_s)
+                    bucket.extend(extra)
         items = [item for bucket in taken.values() for item in bucket]
         items.sort(key=lambda i: -i.priority)  # stable: keeps each direction's order
         more = overflow or any(len(taken[d]) == windows[d] for d in windows)

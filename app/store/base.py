@@ -37,7 +37,11 @@ from app.model import (
     WorkItem,
 )
 
-__all__ = ["Store"]
+__all__ = ["CHUNK_FILES", "Store"]
+
+#: Files of one representation scheduled before the next representation of the same
+#: priority gets its turn (see Store.find_work).
+CHUNK_FILES = 200
 
 
 class Store(abc.ABC):
@@ -129,7 +133,10 @@ class Store(abc.ABC):
         paused projects, entries with ``tries >= retry_cnt`` or a permanent error,
         entries whose ``next_attempt_dt`` is after ``now``, and live leases. Order:
         priority descending (active site's entry, else remote's, else 50), then
-        representation age, then file order. ``exclude`` holds ``(repre_id, file_id)``
+        chunk of :data:`CHUNK_FILES` files, then representation age, then file order:
+        representations of one priority take turns a chunk at a time, so a sequence of
+        100,000 frames never holds up a newer publish of the same priority for longer
+        than a chunk (rayvision's manifest cutting). ``exclude`` holds ``(repre_id, file_id)``
         pairs the caller already has in hand. ``direction`` keeps only uploads (to the
         remote site) or only downloads (to the active site); the engine asks for one
         direction when only that direction has free transfer slots.

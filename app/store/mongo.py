@@ -42,6 +42,7 @@ is still dict-form converts that document first.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import math
 import re
@@ -54,6 +55,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import unquote
 
+import bson
+import bson.errors
 from bson import ObjectId
 from pymongo import ASCENDING, MongoClient
 from pymongo.collection import Collection
@@ -89,7 +92,7 @@ from app.model import (
     WorkItem,
 )
 from app.status import combine, file_pair_status, site_progress, site_status
-from app.store.base import Store
+from app.store.base import CHUNK_FILES, Store
 from app.store.docs import (
     KEPT_ON_RESET,
     SITESYNC_KEYS,
@@ -127,15 +130,23 @@ _LEGACY_QUERY: Doc = {
     "type": "representation",
     "files": {"$elemMatch": {"sites": {"$type": "object"}, "sites.0": {"$exists": False}}},
 }
-_WORK_PROJECTION = {"files": 1, "sitesync_created_dt": 1}
 #: Documents per summary batch. pymongo decodes a whole batch in C without releasing the
 #: GIL; at the default (up to 16 MB) a 10,000-representation summary held it for 0.25 to
 #: 0.45 s at a time and froze the Sync Queue's GUI thread while a worker read the page.
 _SUMMARY_BATCH = 500
+#: Files read per round trip from a representation document: a 16 MB document of 35,000
+#: frames is never decoded whole (``$slice``; the rest of find_work's candidates come from
+#: an aggregation that returns only matching files).
+FILES_PAGE = 1000
+_WORK_PROJECTION = {"sitesync_created_dt": 1}
 _SUMMARY_PROJECTION = {
-    "name": 1, "files": 1, "sitesync_created_dt": 1, "context.asset": 1,
-    "context.subset": 1, "context.version": 1, "context.representation": 1,
+    "name": 1, "sitesync_created_dt": 1, "context.asset": 1, "context.subset": 1,
+    "context.version": 1, "context.representation": 1,
 }
+#: MongoDB's document size limit, and the room a representation must leave for its site
+#: entries to grow (one more site, synced: created_dt, id and checksum on every file).
+BSON_LIMIT = 16 * 1024 * 1024
+SITE_ENTRY_ROOM = 200
 #: Indexes for what the engine and the UI poll; created once per collection.
 _INDEXES: tuple[list[tuple[str, int]], ...] = (
     [("type", ASCENDING)],
@@ -408,36 +419,109 @@ def _work_item(
     )
 
 
-def _side(states: list[SiteState | None], retry_cnt: int, now: datetime) -> SideSummary:
-    present = [s for s in states if s is not None]
-    dates = [d for s in present if (d := s.created_dt or s.last_failed_dt) is not None]
-    return SideSummary(
-        status=combine(site_status(s, retry_cnt, now) for s in states),
-        progress=sum(site_progress(s) for s in states) / len(states) if states else 0.0,
-        updated_dt=max(dates) if dates else None,
-        tries=sum(s.tries for s in present),
-        error=next((s.error for s in present if s.error is not None), None),
-    )
+class _SideTotals:
+    """A representation seen from one site, folded over pages of files (so a row needs
+    one page in memory at a time): combined status, mean progress, latest date (available,
+    else last failure), total tries, the first error."""
+
+    def __init__(self, retry_cnt: int, now: datetime) -> None:
+        self.retry_cnt, self.now = retry_cnt, now
+        self.status: Status | None = None
+        self.progress = 0.0
+        self.count = 0
+        self.updated: datetime | None = None
+        self.tries = 0
+        self.error: str | None = None
+
+    def add(self, state: SiteState | None) -> None:
+        status = site_status(state, self.retry_cnt, self.now)
+        self.status = combine((self.status, status)) if self.status else status
+        self.progress += site_progress(state)
+        self.count += 1
+        if state is not None:
+            when = state.created_dt or state.last_failed_dt
+            if when is not None and (self.updated is None or when > self.updated):
+                self.updated = when
+            self.tries += state.tries
+            if self.error is None and state.error is not None:
+                self.error = state.error
+
+    def summary(self) -> SideSummary:
+        return SideSummary(
+            status=self.status or combine(()),
+            progress=self.progress / self.count if self.count else 0.0,
+            updated_dt=self.updated, tries=self.tries, error=self.error)
+
+
+class _RowTotals:
+    """One summary row built page by page (see _summary_row for the rules)."""
+
+    def __init__(self, active: str, remote: str, retry_cnt: int, now: datetime) -> None:
+        self.active, self.remote = active, remote
+        self.a = _SideTotals(retry_cnt, now)
+        self.b = _SideTotals(retry_cnt, now)
+        self.tracked = False
+        self.files = 0
+        self.size = 0
+        self.priority: int | None = None
+        self.first_path = ""
+
+    def add(self, files: Iterable[FileRecord]) -> None:
+        for f in files:
+            a, b = f.site(self.active), f.site(self.remote)
+            self.tracked = self.tracked or a is not None or b is not None
+            self.a.add(a)
+            self.b.add(b)
+            if not self.files:
+                self.first_path = f.path
+            self.files += 1
+            self.size += f.size
+            prio = _file_priority(f, self.active, self.remote)
+            self.priority = prio if self.priority is None else max(self.priority, prio)
+
+    def row(self, repre: Representation) -> SummaryRow | None:
+        if not self.tracked:
+            return None
+        active_side, remote_side = self.a.summary(), self.b.summary()
+        return SummaryRow(
+            repre_id=repre.id, asset=repre.asset, subset=repre.subset, version=repre.version,
+            representation=repre.representation, active=active_side, remote=remote_side,
+            files_count=self.files, size=self.size,
+            priority=DEFAULT_PRIORITY if self.priority is None else self.priority,
+            status=combine((active_side.status, remote_side.status)),
+            first_path=self.first_path,
+        )
 
 
 def _summary_row(
     repre: Representation, active: str, remote: str, retry_cnt: int, now: datetime
 ) -> SummaryRow | None:
     """One table row, or None when no file has an entry for either site."""
-    files = repre.files
-    if not any(f.site(active) or f.site(remote) for f in files):
-        return None
-    active_side = _side([f.site(active) for f in files], retry_cnt, now)
-    remote_side = _side([f.site(remote) for f in files], retry_cnt, now)
-    return SummaryRow(
-        repre_id=repre.id, asset=repre.asset, subset=repre.subset, version=repre.version,
-        representation=repre.representation, active=active_side, remote=remote_side,
-        files_count=len(files), size=sum(f.size for f in files),
-        priority=max((_file_priority(f, active, remote) for f in files),
-                     default=DEFAULT_PRIORITY),
-        status=combine((active_side.status, remote_side.status)),
-        first_path=files[0].path if files else "",
-    )
+    totals = _RowTotals(active, remote, retry_cnt, now)
+    totals.add(repre.files)
+    return totals.row(repre)
+
+
+def _check_size(project: str, doc: Doc) -> None:
+    """Refuse a representation MongoDB could not store, or could not keep once its files
+    are synced to one more site, with the numbers that explain it."""
+    files = doc.get("files") if isinstance(doc.get("files"), list) else []
+    try:
+        size = len(bson.encode(doc))
+    except (bson.errors.InvalidDocument, OverflowError) as exc:
+        raise DocumentError(f"representation {doc.get('_id')} in project {project!r} cannot be "
+                            f"stored in MongoDB: {exc}") from None
+    room = SITE_ENTRY_ROOM * len(files)
+    if size + room <= BSON_LIMIT:
+        return
+    per_file = size / max(1, len(files)) + SITE_ENTRY_ROOM
+    most = int(BSON_LIMIT // per_file)
+    raise DocumentError(
+        f"representation {doc.get('_id')} in project {project!r} has {len(files):,} files: "
+        f"{size / 1e6:.1f} MB as one MongoDB document, over MongoDB's 16 MB document limit "
+        f"once its files are synced to one more site (about {most:,} files of this size fit). "
+        "Split it into several representations (e.g. frame ranges), or use the embedded "
+        "store, which has no such limit")
 
 
 def _text_matches(repre: Representation, text: str) -> bool:
@@ -642,6 +726,8 @@ class MongoStore(Store):
     legacy_scan_interval_s: float = 120.0
     #: Set False before the first change_marker() to force the polling fallback.
     use_change_streams: bool = True
+    #: Files read per round trip from one document (see FILES_PAGE).
+    files_page: int = FILES_PAGE
 
     def __init__(
         self, uri: str, database: str = "avalon", *, server_timeout_ms: int = 5000
@@ -890,6 +976,7 @@ class MongoStore(Store):
     def _insert(self, project: str, doc: Doc) -> None:
         coll = self._coll(project)
         self._ensure_indexes(project, coll)
+        _check_size(project, doc)
         try:
             coll.insert_one(doc)
         except DuplicateKeyError:
@@ -929,20 +1016,76 @@ class MongoStore(Store):
         self._convert_legacy_docs(project, coll)
         query = _work_query(active_site, remote_site, retry_cnt, now, direction)
         ranked: list[tuple[tuple[Any, ...], WorkItem]] = []
-        for doc in coll.find(query, _WORK_PROJECTION):
+        page = self.files_page
+        for doc in coll.find(query, {**_WORK_PROJECTION, "files": {"$slice": [0, page]}}):
             repre = self._parse_or_skip(project, doc)
             if repre is None:
                 continue
             age = _age_key(repre, doc["_id"])
-            for position, file in enumerate(repre.files):
+            found = 0
+            files: Iterable[tuple[int, FileRecord]] = enumerate(repre.files)
+            if len(repre.files) == page:  # a large one: the rest, candidates only
+                files = itertools.chain(files, self._more_work(
+                    project, coll, doc["_id"], active_site, remote_site, retry_cnt, now,
+                    direction, limit + len(exclude)))
+            for position, file in files:
                 item = _work_item(project, repre, file, active_site, remote_site,
                                   retry_cnt, now)
                 if item is None or (direction is not None and item.direction is not direction):
                     continue
                 if (item.repre_id, item.file_id) not in exclude:
-                    ranked.append(((-item.priority, age, position), item))
+                    ranked.append(((-item.priority, position // CHUNK_FILES, age, position), item))
+                    found += 1
+                    if found >= limit:  # in file order: later ones cannot make the cut
+                        break
         ranked.sort(key=lambda pair: pair[0])
         return [item for _, item in ranked[:max(0, limit)]]
+
+    def _more_work(
+        self, project: str, coll: Collection[Doc], repre_key: Any, active: str, remote: str,
+        retry_cnt: int, now: datetime, direction: Direction | None, limit: int,
+    ) -> Iterator[tuple[int, FileRecord]]:
+        """Files after the first page that need moving, in order, at most ``limit``: the
+        server unwinds the document and sends only those (never the whole array)."""
+        moves: list[Doc] = []
+        if direction in (None, Direction.UPLOAD):
+            moves.append({"$and": [{"files.sites": {"$elemMatch": _source_cond(active)}},
+                                   {"files.sites": {"$elemMatch": _target_cond(remote, now,
+                                                                               retry_cnt)}}]})
+        if direction in (None, Direction.DOWNLOAD):
+            moves.append({"$and": [{"files.sites": {"$elemMatch": _source_cond(remote)}},
+                                   {"files.sites": {"$elemMatch": _target_cond(active, now,
+                                                                               retry_cnt)}}]})
+        pipeline: list[Doc] = [
+            {"$match": {"_id": repre_key}},
+            {"$unwind": {"path": "$files", "includeArrayIndex": "pos"}},
+            {"$match": {"pos": {"$gte": self.files_page}}},
+            {"$match": {"$or": moves}},
+            {"$limit": max(1, limit)},
+            {"$project": {"files": 1, "pos": 1}},
+        ]
+        for row in coll.aggregate(pipeline):
+            try:
+                yield int(row["pos"]), parse_file(row["files"], int(row["pos"]))
+            except ValueError as exc:
+                log.warning("Skipping file %s of representation %s in %r: %s", row.get("pos"),
+                            repre_key, project, exc)
+
+    def _file_pages(self, coll: Collection[Doc], project: str, doc: Doc,
+                    first: list[FileRecord]) -> Iterator[list[FileRecord]]:
+        """The document's files a page at a time, starting with the page already read."""
+        page: list[FileRecord] | None = first
+        offset = 0
+        while page is not None:
+            yield page
+            if len(page) < self.files_page:
+                return
+            offset += len(page)
+            page = None  # the next page replaces it, never joins it
+            more = coll.find_one({"_id": doc["_id"]},
+                                 {"files": {"$slice": [offset, self.files_page]}})
+            if more is not None:
+                page = self._parse_files(project, more, offset)
 
     @_guarded
     def claim(
@@ -1209,8 +1352,14 @@ class MongoStore(Store):
         priority: int | None = None,
         atomic: bool = False,
     ) -> int:
-        doc, _ = self._load_for_change(project, repre_id)
         coll = self._coll(project)
+        # Only ids and site names: a subscription adds a site to 30,000-frame publishes.
+        doc = coll.find_one({"_id": _id_match(repre_id), "type": "representation"},
+                            {"files._id": 1, "files.sites.name": 1})
+        if doc is None:
+            raise KeyError(f"representation {repre_id} not found in project {project!r}")
+        if force or _has_dict_sites(doc):
+            doc, _ = self._load_for_change(project, repre_id)
         existing = _raw_entries(doc, site)
         present = {id(raw_file) for raw_file, _ in existing}
         lacking = [f["_id"] for f in doc.get("files", []) if id(f) not in present]
@@ -1302,11 +1451,19 @@ class MongoStore(Store):
             "files.sites.name": {"$in": [query.active_site, query.remote_site]},
             **_text_query(query.text),
         }
-        for doc in coll.find(mongo_query, _SUMMARY_PROJECTION).batch_size(_SUMMARY_BATCH):
+        projection = {**_SUMMARY_PROJECTION, "files": {"$slice": [0, self.files_page]}}
+        for doc in coll.find(mongo_query, projection).batch_size(_SUMMARY_BATCH):
             repre = self._parse_or_skip(project, doc)
             if repre is None or not _text_matches(repre, query.text):
                 continue
-            row = _summary_row(repre, query.active_site, query.remote_site, retry_cnt, now)
+            totals = _RowTotals(query.active_site, query.remote_site, retry_cnt, now)
+            try:
+                for page in self._file_pages(coll, project, doc, list(repre.files)):
+                    totals.add(page)
+            except DocumentError as exc:
+                log.warning("Skipping representation %s in %r: %s", doc.get("_id"), project, exc)
+                continue
+            row = totals.row(repre)
             if row is not None:
                 yield row, repre.created_dt
 

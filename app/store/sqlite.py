@@ -64,7 +64,7 @@ from app.model import (
     WorkItem,
 )
 from app.status import combine, site_status, site_status_code
-from app.store.base import Store
+from app.store.base import CHUNK_FILES, Store
 from app.store.docs import SITESYNC_KEYS, parse_representation, representation_to_doc
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
@@ -238,7 +238,7 @@ WHERE tgt.site IN (:target_a, :target_b)
   AND src.paused = 0
   AND r.project = :project
   AND p.paused = 0
-ORDER BY priority DESC, r.seq, f.position
+ORDER BY priority DESC, f.position / :chunk, r.seq, f.position
 LIMIT :limit
 """
 
@@ -276,6 +276,7 @@ def _find_work_query(
         "remote": remote_site,
         "target_a": targets[0],
         "target_b": targets[1],
+        "chunk": CHUNK_FILES,
         "retry_cnt": retry_cnt,
         "now": _ts(now),
         "limit": limit,

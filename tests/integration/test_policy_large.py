@@ -1,0 +1,33 @@
+"""A large representation on a running engine: it is taken a chunk at a time, so a
+small publish of the same priority is not held up until the sequence is done, and work
+found ahead serves many claim rounds. Real local_drive sites on the embedded store (the
+chunk order itself is a store contract, tested on both stores)."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.events.types import FileSynced
+from app.store.base import CHUNK_FILES
+from tests.integration.conftest import LOCAL_ID
+from tests.integration.test_engine import _all_synced
+
+sqlite_only = pytest.mark.parametrize("store_factory", ["sqlite"], indirect=True)
+
+
+@sqlite_only
+def test_a_long_sequence_does_not_hold_up_a_newer_publish(sync_env):
+    env = sync_env
+    frames = 3 * CHUNK_FILES
+    sequence = env.publish(LOCAL_ID, "sequence", files=frames, size=64)
+    shot = env.publish(LOCAL_ID, "shot", files=3, size=64)
+    engine = env.engine()
+    engine.start()
+    env.wait_for(lambda: _all_synced(env, shot, "studio"), timeout=60)
+    synced = [e.repre_id for e in env.of_type(FileSynced)]
+    last_shot_file = len(synced) - 1 - synced[::-1].index(shot)
+    before = synced[:last_shot_file].count(sequence)
+    # One chunk of the sequence, plus what was already claimed when the shot's turn came.
+    assert before <= CHUNK_FILES + 2 * env.settings.engine.workers_per_site, before
+    env.wait_for(lambda: _all_synced(env, sequence, "studio"), timeout=120)
+    assert len(env.of_type(FileSynced)) == frames + 3
