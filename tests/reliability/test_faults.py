@@ -51,8 +51,10 @@ def _check_available_files_are_right(env, repre_ids: list[str]) -> int:
 
 def test_steady_faults_on_both_sides_never_corrupt_and_every_fault_is_one_try(sync_env):
     env = sync_env
-    # retry_cnt high enough that steady faults never exhaust a file; back-off short.
-    configure(env, retry_cnt=60, workers_per_site=4, lease_s=2, backoff_base_s=0.01,
+    # retry_cnt high enough that steady faults never exhaust a file; back-off short. The
+    # lease is long enough that a loaded machine never lets one expire: a lost claim is
+    # (rightly) not recorded as a try, which would break the one-fault-one-try count.
+    configure(env, retry_cnt=60, workers_per_site=4, lease_s=15, backoff_base_s=0.01,
                backoff_max_s=0.05, progress_interval_s=0.05)
     rng = random.Random(20240601)
     repre_ids = []
