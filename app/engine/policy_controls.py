@@ -16,6 +16,7 @@ rclone's ``rc core/bwlimit``. To keep a limit, change the settings (``sitesync l
 
 from __future__ import annotations
 
+import abc
 import logging
 import os
 import threading
@@ -72,9 +73,10 @@ SUBSCRIPTION_SCAN_S = 2.0
 RECOVERY_SCAN_S = 30.0
 
 
-class PolicyControls:
+class PolicyControls(abc.ABC):
     """Mixin: needs ``store``, ``settings``, ``bus``, ``_wake``, ``_stopping``, ``_clock``,
-    ``paused``, ``pairs()`` and ``_provider()`` from the Engine."""
+    ``paused``, ``pairs()`` and ``_provider()`` from the Engine (abstract here, so a class
+    that mixes it in without them cannot be instantiated)."""
 
     store: Store
     settings: Settings
@@ -83,11 +85,13 @@ class PolicyControls:
     _stopping: threading.Event
     _clock: Callable[[], datetime]
 
-    def pairs(self) -> list[SitePair]:  # provided by Engine
-        raise NotImplementedError
+    @abc.abstractmethod
+    def pairs(self) -> list[SitePair]:
+        """The site pairs the engine serves (Engine.pairs)."""
 
-    def _provider(self, project: str, site: str) -> Provider:  # provided by Engine
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _provider(self, project: str, site: str) -> Provider:
+        """The engine's cached provider of ``site`` in ``project`` (Engine._provider)."""
 
     def _init_policy(self, settings: Settings, state_path: Path | None = None) -> None:
         self.bandwidth = BandwidthLimiter()
