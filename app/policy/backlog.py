@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Collection, Hashable
+from collections import deque
+from collections.abc import Collection, Hashable, Iterable
 from dataclasses import dataclass, field
 
 from app.model import Direction, WorkItem
@@ -43,8 +44,21 @@ def keep_for(query_s: float) -> float:
 
 @dataclass
 class _Entry:
-    items: list[WorkItem]
+    #: Per direction, in the order found: a round takes from the front of the
+    #: directions it has room for without walking the others (up to FETCH items are kept,
+    #: and the engine takes a few at a time, every time a slot frees).
+    queues: dict[Direction, deque[WorkItem]]
     expires: float = field(default=0.0)
+
+    def __len__(self) -> int:
+        return sum(len(queue) for queue in self.queues.values())
+
+
+def _by_direction(items: Iterable[WorkItem]) -> dict[Direction, deque[WorkItem]]:
+    queues: dict[Direction, deque[WorkItem]] = {}
+    for item in items:
+        queues.setdefault(item.direction, deque()).append(item)
+    return queues
 
 
 class WorkBacklog:
@@ -57,8 +71,9 @@ class WorkBacklog:
 
     def take(self, pair: Hashable, windows: dict[Direction, int],
              exclude: Collection[tuple[str, str]]) -> list[WorkItem]:
-        """Up to ``windows[d]`` kept items per direction, in the order found; [] when
-        nothing usable is kept (expired, or only other directions)."""
+        """Up to ``windows[d]`` kept items per direction, each direction in the order
+        found, most urgent first overall; [] when nothing usable is kept (expired, or
+        only other directions)."""
         with self._lock:
             entry = self._entries.get(pair)
             if entry is None:
@@ -66,20 +81,19 @@ class WorkBacklog:
             if time.monotonic() >= entry.expires:
                 del self._entries[pair]
                 return []
-            wanted = dict(windows)
-            taken, kept = [], []
-            for item in entry.items:
-                if (item.repre_id, item.file_id) in exclude:
-                    continue  # already in hand
-                if wanted.get(item.direction, 0) > 0:
-                    wanted[item.direction] -= 1
+            taken: list[WorkItem] = []
+            for direction, want in windows.items():
+                queue = entry.queues.get(direction)
+                while queue and want > 0:
+                    item = queue.popleft()
+                    if (item.repre_id, item.file_id) in exclude:
+                        continue  # already in hand
                     taken.append(item)
-                else:
-                    kept.append(item)
-            entry.items = kept
-            if not kept:
+                    want -= 1
+            if not len(entry):
                 del self._entries[pair]
-            return taken
+        taken.sort(key=lambda i: -i.priority)  # stable: keeps each direction's order
+        return taken
 
     def keep(self, pair: Hashable, items: list[WorkItem], query_s: float,
              replace: bool = True) -> None:
@@ -89,13 +103,15 @@ class WorkBacklog:
         with self._lock:
             entry = self._entries.get(pair)
             if not replace and entry is not None:
-                known = {(i.repre_id, i.file_id) for i in entry.items}
-                entry.items.extend(i for i in items if (i.repre_id, i.file_id) not in known)
+                known = {(i.repre_id, i.file_id) for q in entry.queues.values() for i in q}
+                for item in items:
+                    if (item.repre_id, item.file_id) not in known:
+                        entry.queues.setdefault(item.direction, deque()).append(item)
                 return
             if not items:
                 self._entries.pop(pair, None)
                 return
-            self._entries[pair] = _Entry(items, time.monotonic() + keep_for(query_s))
+            self._entries[pair] = _Entry(_by_direction(items), time.monotonic() + keep_for(query_s))
 
     def mark_dry(self, pair: Hashable, direction: Direction, query_s: float) -> None:
         """Nothing was found in ``direction``: do not ask again for a while."""
@@ -120,4 +136,4 @@ class WorkBacklog:
 
     def __len__(self) -> int:
         with self._lock:
-            return sum(len(e.items) for e in self._entries.values())
+            return sum(len(e) for e in self._entries.values())
