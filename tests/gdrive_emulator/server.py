@@ -21,7 +21,8 @@ default ``fields`` selection that omits ``size``/``md5Checksum``, shared-drive i
 invisible without ``supportsAllDrives``, non-final chunks commit only whole 256 KiB units.
 
 Faults are injected with :meth:`FakeDrive.inject` (status codes with Google reasons and
-``Retry-After``, dropped connections mid-body, partial commits, delays),
+``Retry-After``, dropped connections mid-body, partial commits, delays, downloads cut
+mid-response), :attr:`FakeDrive.silent_close_every` (stale keep-alive connections),
 :meth:`FakeDrive.expire_sessions`, :meth:`FakeDrive.revoke_tokens` and a daily upload cap
 (:attr:`FakeDrive.upload_cap_bytes`). :attr:`FakeDrive.log` records every request, and
 :attr:`FakeDrive.upload_bytes` counts every upload body byte received, re-sends included.
@@ -168,7 +169,9 @@ class Fault:
     then cut the connection. ``commit_bytes`` alone: a chunk PUT commits only that many
     new bytes and answers 308. ``delay``: wait first, then answer normally.
     ``drop_response``: do the request, then cut the connection instead of answering
-    (the client cannot know whether it happened).
+    (the client cannot know whether it happened). ``truncate``: on a download, send the
+    headers announcing the whole range but only this many body bytes, then cut the
+    connection (a connection lost in the middle of a response).
     """
 
     method: str | None = None
@@ -183,6 +186,7 @@ class Fault:
     commit_bytes: int | None = None
     delay: float = 0.0
     drop_response: bool = False
+    truncate: int | None = None
     domain: str = "usageLimits"
     hits: int = 0
 
@@ -194,6 +198,8 @@ class LogEntry:
     path: str
     status: int
     bytes_in: int
+    #: time.monotonic() when the request was logged (before its answer went out).
+    at: float = 0.0
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -209,6 +215,17 @@ class _Handler(BaseHTTPRequestHandler):
         # Headers and body go out in separate writes; without this, Nagle's algorithm
         # holds the body for the client's delayed ACK (40 ms per request on loopback).
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def handle_one_request(self) -> None:
+        super().handle_one_request()
+        drive: FakeDrive = self.server.drive  # type: ignore[attr-defined]
+        self.served = getattr(self, "served", 0) + 1
+        if drive.silent_close_every and self.served % drive.silent_close_every == 0:
+            # Close the keep-alive connection without a "Connection: close" header, as
+            # load balancers do: the client finds out only when it next sends on it.
+            self.close_connection = True
+            with drive.lock:
+                drive.silent_closes += 1
 
     def _dispatch(self) -> None:
         drive: FakeDrive = self.server.drive  # type: ignore[attr-defined]
@@ -237,8 +254,12 @@ class FakeDrive:
     """The emulator; use as a context manager or call :meth:`start`/:meth:`stop`."""
 
     def __init__(self, *, require_auth: bool = True, chunk_mode: str = "round",
-                 body_timeout_s: float = 5.0, host: str = "127.0.0.1", port: int = 0) -> None:
+                 body_timeout_s: float = 5.0, host: str = "127.0.0.1", port: int = 0,
+                 silent_close_every: int = 0) -> None:
         self.require_auth = require_auth
+        #: Close each keep-alive connection silently after this many requests (0: never).
+        self.silent_close_every = silent_close_every
+        self.silent_closes = 0
         self.chunk_mode = chunk_mode
         self.body_timeout_s = body_timeout_s
         self.lock = threading.RLock()
@@ -526,7 +547,7 @@ class FakeDrive:
         with self.lock:
             if not state["logged"]:
                 state["logged"] = True
-                self.log.append(LogEntry(method, kind, path, status, state["bytes_in"]))
+                self.log.append(LogEntry(method, kind, path, status, state["bytes_in"], time.monotonic()))
 
     def _control(self, h: BaseHTTPRequestHandler, action: str, params: dict[str, str]) -> None:
         """Test-side control over HTTP when the emulator runs in another process
@@ -685,7 +706,7 @@ class FakeDrive:
                 with self.lock:
                     item = self._get_item(file_id, account, all_drives)
                 if params.get("alt") == "media":
-                    self._download(h, item, state)
+                    self._download(h, item, state, fault)
                     return
                 body = self._file_json(item, params.get("fields"))
             elif file_id is not None and method == "PATCH":
@@ -826,7 +847,7 @@ class FakeDrive:
             self._delete(child)
         self.items.pop(item.id, None)
 
-    def _download(self, h: BaseHTTPRequestHandler, item: Item, state: dict) -> None:
+    def _download(self, h: BaseHTTPRequestHandler, item: Item, state: dict, fault: Fault | None) -> None:
         if item.is_folder or item.content is None:
             raise _HttpError(403, "fileNotDownloadable",
                              "Only files with binary content can be downloaded.")
@@ -835,9 +856,9 @@ class FakeDrive:
         spec = h.headers.get("Range")
         if spec is None:
             state["status"] = 200
-            self._send(h, 200, data, {"Content-Type": "application/octet-stream"})
-            with self.lock:
+            with self.lock:  # counted before the answer: a client that has it sees the count
                 self.download_bytes += total
+            self._send(h, 200, data, {"Content-Type": "application/octet-stream"})
             return
         match = re.fullmatch(r"bytes=(\d+)-(\d*)", spec.strip())
         if match is None:
@@ -856,10 +877,22 @@ class FakeDrive:
         if corrupt:
             body = bytes([body[0] ^ 0xFF]) + body[1:]
         state["status"] = 206
-        self._send(h, 206, body, {"Content-Type": "application/octet-stream",
-                                  "Content-Range": f"bytes {first}-{last}/{total}"})
+        if fault is not None and fault.truncate is not None:
+            with self.lock:
+                self.download_bytes += min(len(body), fault.truncate)
+            self._record(h, 206)
+            h.send_response(206)
+            h.send_header("Content-Type", "application/octet-stream")
+            h.send_header("Content-Range", f"bytes {first}-{last}/{total}")
+            h.send_header("Content-Length", str(len(body)))
+            h.end_headers()
+            h.wfile.write(body[: fault.truncate])
+            h.wfile.flush()
+            raise _Dropped()
         with self.lock:
             self.download_bytes += len(body)
+        self._send(h, 206, body, {"Content-Type": "application/octet-stream",
+                                  "Content-Range": f"bytes {first}-{last}/{total}"})
 
     # -- uploads -----------------------------------------------------------------------------
 

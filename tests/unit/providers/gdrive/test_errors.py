@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 
 import pytest
@@ -224,3 +225,32 @@ def test_messages_never_carry_the_session_uri_or_token(env, make):
         writer.write(os.urandom(2 * 256 * 1024))
     assert "upload_id" not in str(caught.value) and "ya29" not in str(caught.value)
     writer.abort(keep_partial=False)
+
+
+def test_one_pacer_holds_every_worker_of_every_site_of_the_account(env, make):
+    """A Retry-After seen by one worker holds back the other workers, those of another
+    site with the same key included: after the 429, nothing reaches Drive before it ends."""
+    first, second = make(site="gdrive"), make(site="gdrive-renders")
+    pacer = first.account.pacer
+    assert second.account.pacer is pacer
+    first.stat("{root[work]}/warm.exr")  # token and roots: later calls are plain lookups
+    env.drive.reset_log()
+    fault = env.drive.inject(path="/drive/v3/files", status=429, retry_after=1)
+    results: list = []
+    worker = threading.Thread(target=lambda: results.append(first.stat("{root[work]}/a.exr")))
+    worker.start()
+    deadline = time.monotonic() + 10
+    while not pacer.blocked_for and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert fault.hits == 1 and pacer.blocked_for > 0.5
+    others = [threading.Thread(target=lambda i=i: results.append(
+        (first if i % 2 else second).stat(f"{{root[work]}}/b{i}.exr"))) for i in range(4)]
+    for thread in [*others]:
+        thread.start()
+    for thread in [worker, *others]:
+        thread.join(20)
+    assert results == [None] * 5
+    limited = next(e for e in env.drive.log if e.status == 429)
+    later = [e for e in env.drive.log if e is not limited]
+    assert len(later) >= 5, "every worker's lookup went out, after the hold"
+    assert min(e.at for e in later) >= limited.at + 1.0 - 0.02, "Retry-After is a floor for everyone"
