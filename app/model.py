@@ -175,8 +175,12 @@ class Representation:
 
     @property
     def version(self) -> int | None:
+        """The version number; None when the context holds none, or no usable one (text,
+        a flag, a number beyond 64 bits that no database column holds)."""
         value = self.context.get("version")
-        return value if isinstance(value, int) else None
+        if isinstance(value, bool) or not isinstance(value, int) or abs(value) >= 2**63:
+            return None
+        return value
 
     @property
     def representation(self) -> str:

@@ -55,7 +55,10 @@ def parse_datetime(value: Any) -> datetime | None:
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return datetime.fromtimestamp(float(value), tz=UTC)
+        try:
+            return datetime.fromtimestamp(float(value), tz=UTC)
+        except (OverflowError, OSError, ValueError):  # NaN, infinite, beyond year 9999
+            raise ValueError(f"not a date: {value!r}") from None
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -65,18 +68,32 @@ def parse_datetime(value: Any) -> datetime | None:
     raise ValueError(f"not a date: {value!r}")
 
 
+#: Whole numbers must fit a 64-bit integer: MongoDB and SQLite hold no larger ones.
+INT64_MAX = 2**63 - 1
+
+
 def _parse_int(value: Any, what: str) -> int | None:
     if value is None or value == "":
         return None
     if isinstance(value, bool):
         raise ValueError(f"{what} must be a whole number, not {value!r}")
+    number: int | None = None
     if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
-    raise ValueError(f"{what} must be a whole number, not {value!r}")
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and value.strip().lstrip("-").isdecimal():
+        number = int(value.strip())
+    if number is None:
+        raise ValueError(f"{what} must be a whole number, not {value!r}")
+    if not -INT64_MAX <= number <= INT64_MAX:
+        raise ValueError(f"{what} {value!r} is out of range")
+    return number
+
+
+def _text_or_none(value: Any) -> str | None:
+    """A SiteSync text field (lease owner, checksum); anything else is not ours: ignored."""
+    return value if isinstance(value, str) and value else None
 
 
 def _parse_progress(value: Any) -> float | None:
@@ -100,9 +117,9 @@ def _parse_site(name: str, entry: Mapping[str, Any]) -> SiteState:
         progress=_parse_progress(entry.get("progress")),
         paused=bool(entry.get("paused", False)),
         priority=_parse_int(entry.get("priority"), "priority"),
-        lease_owner=entry.get("sitesync_lease_owner") or None,
+        lease_owner=_text_or_none(entry.get("sitesync_lease_owner")),
         lease_until=parse_datetime(entry.get("sitesync_lease_until")),
-        checksum=entry.get("sitesync_checksum") or None,
+        checksum=_text_or_none(entry.get("sitesync_checksum")),
         next_attempt_dt=parse_datetime(entry.get("sitesync_next_attempt_dt")),
         permanent=bool(entry.get("sitesync_permanent", False)),
         atomic=bool(entry.get("sitesync_atomic", False)),

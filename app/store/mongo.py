@@ -58,6 +58,7 @@ from urllib.parse import unquote
 import bson
 import bson.errors
 from bson import ObjectId
+from bson.errors import InvalidDocument
 from pymongo import ASCENDING, MongoClient
 from pymongo.collection import Collection
 from pymongo.database import Database
@@ -982,6 +983,12 @@ class MongoStore(Store):
         except DuplicateKeyError:
             raise DocumentError(
                 f"representation {doc.get('_id')} already exists in project {project!r}"
+            ) from None
+        except (InvalidDocument, OverflowError) as exc:  # raised by the BSON encoder
+            raise DocumentError(
+                f"representation {doc.get('_id')} in project {project!r} cannot be stored in "
+                f"MongoDB: {exc}. Fix the document (numbers must fit 64 bits, keys must not "
+                "start with '$')"
             ) from None
 
     @_guarded
