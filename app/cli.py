@@ -211,7 +211,7 @@ def _event_logger() -> Callable[[Event], None]:
 
 def cmd_status(ctx: _Context) -> int:
     settings = ctx.settings
-    statuses = frozenset(Status.from_label(s) for s in ctx.args.status or [])
+    statuses = frozenset(ctx.args.status or [])
     out: list[dict] = []
     now = _now()
     for project in ctx.projects():
@@ -394,6 +394,33 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _whole(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number in [low, high] (a database holds 64 bits at most,
+    and a typo like an extra dozen digits should be a usage error, not a crash)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
+        return value
+
+    parse.__name__ = "whole number"
+    return parse
+
+
+def _status_label(text: str) -> Status:
+    try:
+        return Status.from_label(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_PRIORITY = _whole(-1_000_000, 1_000_000)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sitesync",
@@ -419,10 +446,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--project")
     p.add_argument("--active", help="active site (default: from settings)")
     p.add_argument("--remote", help="remote site (default: from settings)")
-    p.add_argument("--status", action="append", help="only rows with this status (repeatable)")
+    p.add_argument("--status", action="append", type=_status_label,
+                   help="only rows with this status (repeatable)")
     p.add_argument("--text", help="filter on asset, subset or representation")
     p.add_argument("--sort", default="asset", choices=SummaryQuery.SORT_KEYS)
-    p.add_argument("--limit", type=int, default=200)
+    p.add_argument("--limit", type=_whole(0, 1_000_000), default=200)
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = sub.add_parser("reset", help="retry failed files (reset tries)")
@@ -444,23 +472,23 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--site", required=True)
         if name == "add-site":
             p.add_argument("--force", action="store_true", help="re-sync existing entries")
-            p.add_argument("--priority", type=int)
+            p.add_argument("--priority", type=_PRIORITY)
 
     p = sub.add_parser("priority", help="set a representation's priority")
     p.add_argument("--project", required=True)
     p.add_argument("--repre", required=True)
     p.add_argument("--site", help="default: the active site (as OpenPype)")
-    p.add_argument("value", type=int)
+    p.add_argument("value", type=_PRIORITY)
 
     p = sub.add_parser("publish", help="register existing files as a representation")
     p.add_argument("--project", required=True)
     p.add_argument("--site", help="site the files are on (default: the active site)")
     p.add_argument("--asset", required=True)
     p.add_argument("--subset", required=True)
-    p.add_argument("--version", type=int, required=True)
+    p.add_argument("--version", type=_whole(-1_000_000, 1_000_000_000), required=True)
     p.add_argument("--name", required=True, help="representation name, e.g. exr")
     p.add_argument("--family", default="render")
-    p.add_argument("--priority", type=int)
+    p.add_argument("--priority", type=_PRIORITY)
     p.add_argument("files", nargs="+")
 
     sub.add_parser("demo", help="create the demo project with real files")
