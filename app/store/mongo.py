@@ -803,7 +803,9 @@ class MongoStore(Store):
 
     def _coll(self, project: str) -> Collection[Doc]:
         if not project or "$" in project or "\0" in project or project.startswith("system."):
-            raise ValueError(f"{project!r} cannot be a project name (MongoDB collection)")
+            # No such collection can exist, so no such project: the contract's KeyError.
+            raise KeyError(f"project {project!r} cannot exist in MongoDB (a collection name "
+                           "must not be empty, contain '$' or NUL, or start with 'system.')")
         return self._db[project]
 
     def _state(self, project: str) -> _ProjectState:

@@ -69,6 +69,7 @@ from app.store.docs import SITESYNC_KEYS, parse_representation, representation_t
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
 
+_INT64_MAX = 2**63 - 1
 #: Seconds a writer waits for another process's write lock before giving up.
 BUSY_TIMEOUT_S = 10.0
 #: How often :meth:`SqliteStore.wait_for_change` looks for commits by other processes.
@@ -1641,8 +1642,9 @@ def _summary_params(
         "default_priority": DEFAULT_PRIORITY,
         "needle": _fold(text),
         "raw_text": text,
-        "limit": max(0, query.limit),
-        "offset": max(0, query.offset),
+        # Clamped to what SQLite binds (64 bits): a page never needs more.
+        "limit": min(max(0, query.limit), _INT64_MAX),
+        "offset": min(max(0, query.offset), _INT64_MAX),
     } | {f"rank{i}": rank for i, rank in enumerate(ranks)}
 
 
