@@ -155,7 +155,10 @@ def write_engine_paused(path: Path, paused: bool) -> None:
     """Persist the engine pause atomically (used by the engine and `sitesync pause`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"paused": paused}))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # state: owner-only
+    with os.fdopen(fd, "w") as handle:
+        handle.write(json.dumps({"paused": paused}))
+    os.chmod(tmp, 0o600)  # an older .tmp left by a crash may have another mode
     os.replace(tmp, path)
 
 

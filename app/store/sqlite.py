@@ -719,6 +719,20 @@ class _Marker:
     local: int
 
 
+def _create_private(path: Path) -> None:
+    """Create a new database file owner-only (0o600) before SQLite opens it: SQLite gives
+    its -wal and -shm files the database file's permissions, and the default umask would
+    make all three readable by every user (they hold every project's paths and errors),
+    whichever folder ``SITESYNC_DATA_DIR`` points at. An existing file keeps its mode."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except FileExistsError:
+        return
+    except OSError:
+        return  # sqlite3.connect reports the real problem with its own message
+    os.close(fd)
+
+
 def _rollback(conn: sqlite3.Connection) -> None:
     if conn.in_transaction:
         conn.execute("ROLLBACK")
@@ -748,6 +762,7 @@ class SqliteStore(Store):
         self._watch: sqlite3.Connection | None = None
         self._watch_lock = threading.Lock()
         try:
+            _create_private(self.path)
             self._open_database()
         except sqlite3.Error as exc:
             self.close()
