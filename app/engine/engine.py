@@ -392,6 +392,8 @@ class Engine(PolicyControls):
             try:
                 if self._state.paused:
                     self._set_state("paused", in_flight=self.in_flight)
+                    if self._once:
+                        break  # nothing can be done now: `serve --once` must not hang
                     self._wake.wait(self.settings.loop_delay)
                     continue
                 # Idle means: nothing was running before we looked for work, and the look
