@@ -4,6 +4,7 @@ SyncEnv (tests/integration/conftest.py)."""
 from __future__ import annotations
 
 import json
+import os
 import random
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -57,3 +58,16 @@ def local(env, site: str, rootless: str) -> Path:
 def all_synced(env, repre_ids: list[str]) -> bool:
     return all(all(s.available for s in f.sites)
                for r in repre_ids for f in env.store.get_representation("demo", r).files)
+
+
+#: Multiplies rounds and examples for long local runs (bench/reliability_report.py); 1 in CI.
+SCALE = max(1, int(os.environ.get("SITESYNC_RELIABILITY_SCALE", "1")))
+
+
+def report(test: str, **figures: object) -> None:
+    """Append one JSON line of figures to $SITESYNC_RELIABILITY_REPORT, if set: what a run
+    tried and how often, for the table in docs/reliability.md."""
+    target = os.environ.get("SITESYNC_RELIABILITY_REPORT")
+    if target:
+        with open(target, "a", encoding="utf-8") as out:
+            out.write(json.dumps({"test": test, **figures}, default=str) + "\n")

@@ -9,7 +9,9 @@ on a real store with one representation in it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -19,6 +21,7 @@ from app.cli import _parser, main
 from app.model import SummaryQuery
 from tests.helpers.seed import T0, make_repre
 from tests.integration.conftest import write_settings
+from tests.reliability.helpers import SCALE, report
 
 REPRE = make_repre(sites={"studio": {"created_dt": T0}, "gdrive": {}})
 INT64 = 2**63 - 1
@@ -124,7 +127,7 @@ def _run(argv: list[str], capsys) -> tuple[int, str, str]:
 def test_no_argument_list_gives_a_traceback(cli_home, capsys):
     seen: dict[int, int] = {}
 
-    @settings(max_examples=150, deadline=None, database=None,
+    @settings(max_examples=150 * SCALE, deadline=None, database=None,
               suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
     @given(argv=argvs())
     def check(argv: list[str]) -> None:
@@ -141,7 +144,9 @@ def test_no_argument_list_gives_a_traceback(cli_home, capsys):
                 "problem(s)" in out, (argv, code, out)
 
     check()
-    assert seen.get(2) and seen.get(0), seen  # both kinds of answer were exercised
+    assert seen.get(2) and seen.get(0), seen
+    kind = "mongo" if json.loads(Path(cli_home).read_text())["database_url"] else "sqlite"
+    report("bad_arguments", store=kind, exit_codes=seen)  # both kinds of answer were exercised
 
 
 @pytest.mark.parametrize("argv", [

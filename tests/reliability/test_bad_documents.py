@@ -27,6 +27,7 @@ from app.model import Status, SummaryQuery
 from app.store.base import Store
 from tests.helpers.seed import make_repre
 from tests.integration.conftest import write_settings
+from tests.reliability.helpers import SCALE, report
 
 PROJECT = "demo"
 SITES = ("studio", "gdrive")
@@ -174,7 +175,7 @@ def _named(exc: DocumentError, doc: dict[str, Any]) -> bool:
     return str(doc["_id"]) in str(exc) and PROJECT in str(exc)
 
 
-_SETTINGS = settings(max_examples=100, deadline=None, database=None,
+_SETTINGS = settings(max_examples=100 * SCALE, deadline=None, database=None,
                      suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 # -- properties -----------------------------------------------------------------------------------
@@ -239,6 +240,7 @@ def test_insert_document_stores_or_refuses_by_name_and_reads_keep_working(projec
     assert stored and refused, (len(stored), refused)  # both paths were exercised
     _reads_work(store, stored)
     _cli_status_works(settings_path, capsys)
+    report("bad_documents", store=store.kind, stored=len(stored), refused=refused)
 
 
 def test_documents_written_straight_into_mongodb_are_skipped_not_fatal(request, tmp_path, monkeypatch,
@@ -275,6 +277,7 @@ def test_documents_written_straight_into_mongodb_are_skipped_not_fatal(request, 
         assert written
         _reads_work(store, written)
         _cli_status_works(str(settings_path), capsys)
+        report("raw_documents", store="mongo", written=len(written))
     finally:
         store.close()
 

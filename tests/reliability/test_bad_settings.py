@@ -21,10 +21,11 @@ from app.errors import ConfigError, SiteSyncError
 from app.settings import Settings, load_settings
 from app.store.sqlite import SqliteStore
 from providers.registry import create_provider
+from tests.reliability.helpers import SCALE, report
 from tests.unit.settings.samples import valid_raw
 from tests.unit.settings.test_properties import documents
 
-_SETTINGS = settings(max_examples=150, deadline=None, database=None,
+_SETTINGS = settings(max_examples=150 * SCALE, deadline=None, database=None,
                      suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
@@ -50,6 +51,7 @@ def damaged(draw: st.DrawFn) -> bytes:
 
 def test_a_damaged_settings_file_loads_or_says_why_and_stays_as_it_was(tmp_path: Path):
     config = tmp_path / "settings.json"
+    outcomes = {"refused": 0, "loaded": 0}
 
     @_SETTINGS
     @given(content=damaged())
@@ -60,10 +62,13 @@ def test_a_damaged_settings_file_loads_or_says_why_and_stays_as_it_was(tmp_path:
         except ConfigError as exc:
             assert str(exc).strip()
             assert config.read_bytes() == content  # never "repaired" behind the user's back
+            outcomes["refused"] += 1
             return
         assert isinstance(loaded, Settings)
+        outcomes["loaded"] += 1
 
     check()
+    report("damaged_settings", **outcomes)
 
 
 def test_settings_that_load_always_let_the_engine_start(tmp_path: Path):
@@ -101,5 +106,6 @@ def test_settings_that_load_always_let_the_engine_start(tmp_path: Path):
 
         check()
         assert len(started) >= 2, f"only {len(started)} documents loaded: the test proved little"
+        report("settings_start_engine", loaded=len(started))
     finally:
         store.close()

@@ -5,8 +5,7 @@
   file available whose bytes differ, and never counts a try; part files of files nobody
   wants any more are swept; a final run finishes everything with no leftover part files.
   ``SITESYNC_CRASH_ROUNDS`` sets the number of kills (8 in CI; the figures in
-  docs/reliability.md come from long runs) and ``SITESYNC_CRASH_REPORT`` a file that
-  gets one JSON line per run.
+  docs/reliability.md come from long runs, see bench/reliability_report.py).
 * Three `serve --once` engines on one database and one site pair move every file exactly
   once between them.
 
@@ -18,7 +17,6 @@ session's SecantusDB server) through its own store.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import random
 import re
@@ -41,6 +39,7 @@ from app.settings import load_settings
 from app.store.base import Store
 from providers.local_drive import PART_SUFFIX
 from tests.integration.conftest import LOCAL_ID, write_settings
+from tests.reliability.helpers import report
 
 pytestmark = pytest.mark.slow
 
@@ -455,16 +454,12 @@ def test_sigkill_at_random_moments_never_exposes_partial_files_or_counts_tries(h
     assert sweeper.sweep_partials() == orphans
     check_all_synced(h)
     assert mid_work_kills >= 1, f"{context} no kill landed mid-work ({kills}): the test proved nothing"
-    report = os.environ.get("SITESYNC_CRASH_REPORT")
-    if report:
-        with open(report, "a") as out:
-            out.write(json.dumps({
-                "store": h.kind, "seed": seed, "kills": len(kills), "mid_work_kills": mid_work_kills,
-                "kill_reasons": dict(Counter(k if k in ("time", "part file being written")
-                                             else "files done" for k in kills)),
-                "files": sum(len(e.paths) for e in h.published),
-                "downloads": sum(len(e.paths) for e in h.published if e.site == TARGET),
-                "orphan_parts_swept": orphans}) + "\n")
+    report("crash", store=h.kind, seed=seed, kills=len(kills), mid_work_kills=mid_work_kills,
+           kill_reasons=dict(Counter(k if k in ("time", "part file being written") else "files done"
+                                     for k in kills)),
+           files=sum(len(e.paths) for e in h.published),
+           downloads=sum(len(e.paths) for e in h.published if e.site == TARGET),
+           orphan_parts_swept=orphans)
 
 
 ENGINES = 3
@@ -499,3 +494,5 @@ def test_three_engines_on_one_database_move_every_file_exactly_once(harness: Har
     # Console records come from several transfer threads: each must be a whole line.
     garbled = [line for run in runs for line in run.interleaved_lines()]
     assert not garbled, f"console records interleaved: {garbled[:2]}"
+    report("three_engines", store=h.kind, engines=ENGINES, files=len(expected),
+           moved=sum(synced.values()))

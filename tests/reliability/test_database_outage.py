@@ -31,6 +31,7 @@ from app.settings import load_settings
 from app.store.mongo import MongoStore
 from tests.integration.conftest import LOCAL_ID, write_settings
 from tests.reliability.faulty import FaultPlan, faulty_factory
+from tests.reliability.helpers import report
 
 pytestmark = pytest.mark.slow
 
@@ -176,6 +177,8 @@ def test_engine_goes_offline_and_resumes_by_itself_when_the_database_returns(ser
                 assert (roots[STUDIO] / rel).read_bytes() == (roots[LOCAL_ID] / rel).read_bytes()
         assert sum(len(store.get_representation("demo", r).files) for r in repre_ids) == total
         assert not list(roots[STUDIO].rglob("*.sitesync-part"))
+        report("db_outage", files=total, outage_s=OUTAGE_S, lease_s=LEASE_S,
+               recovered_after_s=round(time.monotonic() - back_at, 1))
     finally:
         store.close()
 
@@ -234,3 +237,4 @@ def test_serve_started_while_the_database_is_down_waits_for_it(server, tmp_path)
         assert _all_synced(store, repre_ids)
     finally:
         store.close()
+    report("db_down_at_start", files=64)

@@ -22,7 +22,7 @@ from app.events.types import FileFailed
 from app.model import Status
 from app.status import site_status
 from tests.integration.conftest import LOCAL_ID
-from tests.reliability.helpers import STUDIO, all_synced, configure, publish
+from tests.reliability.helpers import STUDIO, all_synced, configure, publish, report
 
 DISK_BYTES = 4 << 20
 
@@ -92,3 +92,4 @@ def test_a_full_disk_fails_that_file_clearly_cleans_up_and_affects_nothing_else(
     assert env.same_bytes(env.store.get_representation("demo", too_big).files[0].path,
                           LOCAL_ID, STUDIO)
     assert env.part_files() == []
+    report("disk_full", store=env.store.kind, disk_bytes=DISK_BYTES)

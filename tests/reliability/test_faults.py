@@ -26,7 +26,7 @@ from providers.base import Provider, Reader
 from providers.registry import create_provider
 from tests.integration.conftest import LOCAL_ID
 from tests.reliability.faulty import FaultPlan, faulty_factory
-from tests.reliability.helpers import STUDIO, all_synced, configure, local, publish
+from tests.reliability.helpers import STUDIO, all_synced, configure, local, publish, report
 
 
 def _check_available_files_are_right(env, repre_ids: list[str]) -> int:
@@ -94,6 +94,8 @@ def test_steady_faults_on_both_sides_never_corrupt_and_every_fault_is_one_try(sy
             a, b = f.sites
             assert a.checksum == b.checksum and a.checksum.startswith("sha256:")
     assert env.part_files() == []
+    report("steady_faults", store=env.store.kind, files=total, injected=dict(injected),
+           file_failed_events=len(failures))
 
 
 # -- the source changes under a running transfer ----------------------------------------------
@@ -200,6 +202,7 @@ def test_a_source_edited_during_the_copy_is_never_marked_available_with_other_by
         env.wait_for(lambda: all_synced(env, [repre_id]))
         assert local(env, STUDIO, rootless).read_bytes() == source.read_bytes()
     assert env.part_files() == []
+    report("source_edited", store=env.store.kind, edit=edit, checksum_recorded=checksum)
 
 
 @pytest.mark.parametrize("checksum", [True, False], ids=["sitesync-publish", "openpype-publish"])
@@ -220,6 +223,7 @@ def test_a_source_deleted_during_the_copy_still_gives_the_whole_published_file(s
     assert made[LOCAL_ID].fired.is_set() and not source.exists()
     assert local(env, STUDIO, rootless).read_bytes() == original
     assert not env.of_type(FileFailed)
+    report("source_deleted", store=env.store.kind, checksum_recorded=checksum)
 
 
 def test_a_failed_file_is_retried_after_its_back_off_not_after_the_loop_delay(sync_env):

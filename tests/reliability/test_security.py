@@ -31,7 +31,7 @@ from app.errors import PathEscapeError
 from app.model import Status
 from app.status import site_status
 from tests.integration.conftest import LOCAL_ID
-from tests.reliability.helpers import STUDIO, all_synced, publish
+from tests.reliability.helpers import STUDIO, all_synced, publish, report
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime.now(timezone.utc)
@@ -124,6 +124,7 @@ def test_paths_and_symlinks_that_leave_a_root_are_refused(sync_env):
     assert not any(b"not for syncing" in data for data in _tree(env.roots[STUDIO]).values()
                    if isinstance(data, bytes))
     assert env.part_files() == []
+    report("escaping_paths", store=env.store.kind, documents=len(bad))
 
 
 @pytest.mark.parametrize("path", ESCAPES[:14])
@@ -225,6 +226,7 @@ def test_passwords_never_reach_output_logs_errors_or_files(tmp_path):
     for path in written:
         data = path.read_bytes()
         assert not [s for s in SECRETS if s.encode() in data], f"a password was written to {path}"
+    report("secrets", commands=len(runs), files_scanned=len(written))
 
 
 # -- permissions ----------------------------------------------------------------------------------
@@ -247,3 +249,4 @@ def test_settings_database_and_state_are_owner_only_whatever_the_umask(tmp_path)
         assert mode(path) == 0o700, f"{path} is {oct(mode(path))}"
     for path in private_files:
         assert mode(path) == 0o600, f"{path} is {oct(mode(path))}"
+    report("permissions", files=len(private_files), folders=len(private_dirs))

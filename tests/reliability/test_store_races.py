@@ -20,8 +20,9 @@ import pytest
 from app.model import WorkItem
 from app.store.base import Store
 from tests.helpers.seed import T0, make_repre
+from tests.reliability.helpers import SCALE, report
 
-ROUNDS = 60
+ROUNDS = 60 * SCALE
 RETRY = 3
 
 
@@ -96,6 +97,8 @@ def test_priority_and_pause_changes_survive_progress_lease_and_result_writes(sto
         assert f.site("gdrive").priority == set_priorities[-1], "a priority change was lost"
         assert f.site("studio").paused is set_pauses[-1], "a pause was lost"
         assert f.site("studio").available, "the source entry lost its created_dt"
+    report("store_race", case="priority/pause vs lease, progress, results", store=user.kind,
+           rounds=ROUNDS)
 
 
 def test_a_success_racing_a_pause_keeps_both(store_factory):
@@ -113,6 +116,7 @@ def test_a_success_racing_a_pause_keeps_both(store_factory):
             target = f.site("gdrive")
             assert target.available and target.checksum == "sha256:ab", target
             assert target.paused, "the pause set during the success was lost"
+    report("store_race", case="success vs pause", store=user.kind, rounds=ROUNDS // 3)
 
 
 @pytest.mark.parametrize("action", ["reset_site", "remove_site", "add_site_force"])
@@ -142,6 +146,7 @@ def test_a_reset_or_removal_after_a_claim_wins_over_the_late_result(store_factor
         assert target.created_dt is None and target.tries == 0 and target.error is None
         assert target.lease_owner is None and target.progress is None
         assert target.priority == (80 if action == "add_site_force" else None)
+    report("store_race", case=f"{action} after a claim vs the late result", store=user.kind, rounds=1)
 
 
 def test_concurrent_site_changes_and_engine_writes_on_one_document(store_factory):
@@ -173,6 +178,8 @@ def test_concurrent_site_changes_and_engine_writes_on_one_document(store_factory
         assert f.site("gdrive").available and f.site("gdrive").checksum == "sha256:cd"
         names = [s.name for s in f.sites]
         assert names.count("backup") == 1 and f.site("backup").priority == 99, names
+    report("store_race", case="add/remove site vs progress and success", store=user.kind,
+           rounds=ROUNDS // 2)
 
 
 def test_two_users_and_two_engines_on_one_document(store_factory):
@@ -221,6 +228,8 @@ def test_two_users_and_two_engines_on_one_document(store_factory):
         else:
             assert target.id is None and target.checksum is None, target
         assert f.site("studio").available
+    report("store_race", case="2 users + 2 engines on one document", store=stores[0].kind,
+           rounds=ROUNDS // 3)
 
 
 def test_a_reset_racing_a_priority_change_keeps_the_new_priority(store_factory):
@@ -232,3 +241,4 @@ def test_a_reset_racing_a_priority_change_keeps_the_new_priority(store_factory):
                   lambda: engine.reset_site("demo", repre_id, "gdrive"))
         priorities = {f.site("gdrive").priority for f in engine.get_representation("demo", repre_id).files}
         assert priorities == {n}, f"round {n}: priority {priorities} after a concurrent reset"
+    report("store_race", case="reset vs priority change", store=user.kind, rounds=ROUNDS)

@@ -18,11 +18,11 @@ import pytest
 from app.events.types import FileFailed, FileSynced
 from tests.integration.conftest import LOCAL_ID
 from tests.reliability.faulty import FaultPlan, faulty_factory
-from tests.reliability.helpers import STUDIO, configure, local, publish
+from tests.reliability.helpers import SCALE, STUDIO, configure, local, publish, report
 
 pytestmark = pytest.mark.slow
 
-ACTIONS_S = 4.0
+ACTIONS_S = 4.0 * SCALE
 
 
 def test_random_user_actions_during_transfers_lose_nothing_and_count_no_try(sync_env):
@@ -99,6 +99,8 @@ def test_random_user_actions_during_transfers_lose_nothing_and_count_no_try(sync
                 assert target.priority == last_priority[repre_id], (repre_id, target)
             assert (f.site("backup") is not None) == backup.get(repre_id, False), (repre_id, f.sites)
     assert env.part_files() == []
+    report("user_actions", store=env.store.kind, actions=sum(counts.values()),
+           synced_while_acting=synced_during, files=4 * len(repre_ids))
 
 
 def _set_priority(env, repre_id: str, priority: int) -> int:
