@@ -6,8 +6,8 @@
   wants any more are swept; a final run finishes everything with no leftover part files.
   ``SITESYNC_CRASH_ROUNDS`` sets the number of kills (8 in CI; the figures in
   docs/reliability.md come from long runs, see bench/reliability_report.py).
-* Three `serve --once` engines on one database and one site pair move every file exactly
-  once between them.
+* Three `serve --once` engines on one database and one site pair move every file (1 B to
+  4 MiB, both ways) exactly once between them.
 
 Every engine here is a separate ``python -m app`` process; the test talks to the same
 database (the embedded SQLite file under ``SITESYNC_DATA_DIR``, or a database on the
@@ -469,8 +469,11 @@ def test_three_engines_on_one_database_move_every_file_exactly_once(harness: Har
     h = harness
     configure(h, lease_s=10, workers_per_site=4)
     rng = random.Random(1234)
-    for r in range(30):
-        h.publish(f"race{r:03d}", [rng.randint(1, 32 * 1024) for _ in range(10)], rng)
+    for r in range(30):  # mixed sizes, both ways
+        sizes = [rng.randint(1, 32 * 1024) for _ in range(10)]
+        if r % 5 == 0:
+            sizes[rng.randrange(10)] = rng.randint(1 << 20, 4 << 20)
+        h.publish(f"race{r:03d}", sizes, rng, site=TARGET if r % 4 == 3 else SOURCE)
     expected = h.all_paths()
     assert len(expected) == 300
 

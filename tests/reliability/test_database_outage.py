@@ -31,7 +31,7 @@ from app.settings import load_settings
 from app.store.mongo import MongoStore
 from tests.integration.conftest import LOCAL_ID, write_settings
 from tests.reliability.faulty import FaultPlan, faulty_factory
-from tests.reliability.helpers import report
+from tests.reliability.helpers import all_synced, publish, report
 
 pytestmark = pytest.mark.slow
 
@@ -238,3 +238,50 @@ def test_serve_started_while_the_database_is_down_waits_for_it(server, tmp_path)
     finally:
         store.close()
     report("db_down_at_start", files=64)
+
+
+@pytest.mark.parametrize("store_factory", ["sqlite"], indirect=True)
+def test_embedded_database_locked_by_another_process_is_offline_then_resumes(sync_env, monkeypatch):
+    """The embedded store's outage: another process holds the write lock longer than the
+    busy timeout (a backup tool, a hung process). The engine says so and carries on."""
+    import sqlite3
+
+    import app.store.sqlite as sqlite_store
+    from app.store.sqlite import SqliteStore
+
+    env = sync_env
+    monkeypatch.setattr(sqlite_store, "BUSY_TIMEOUT_S", 0.5)
+    store = SqliteStore(env.store.path)  # connections made now wait 0.5 s, not 10
+    repre_ids = [publish(env, LOCAL_ID, f"sh{r}", [20_000] * 4, random.Random(r)) for r in range(6)]
+    events: list[Event] = []
+    engine = Engine(store, env.settings, state_path=env.tmp / "engine.json",
+                    provider_factory=faulty_factory({STUDIO: FaultPlan(stall=1.0, stall_s=0.05)}))
+    engine.bus.subscribe(events.append)
+    try:
+        engine.start()
+        deadline = time.monotonic() + 30
+        while not any(isinstance(e, FileSynced) for e in events):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        locker = sqlite3.connect(env.store.path, isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")
+        try:
+            while not any(isinstance(e, EngineStateChanged) and e.state == "offline" for e in events):
+                assert time.monotonic() < deadline + 30, "the engine never said it is offline"
+                time.sleep(0.05)
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        offline = next(e for e in events if isinstance(e, EngineStateChanged) and e.state == "offline")
+        assert "locked" in offline.message and "Retrying automatically" in offline.message, offline
+        deadline = time.monotonic() + 60
+        while not all_synced(env, repre_ids):
+            assert time.monotonic() < deadline, f"not resumed: {engine.state} {engine.message}"
+            time.sleep(0.1)
+        for repre_id in repre_ids:
+            for f in env.store.get_representation("demo", repre_id).files:
+                assert f.site(STUDIO).tries == 0 and env.same_bytes(f.path, LOCAL_ID, STUDIO)
+        report("sqlite_locked", files=24)
+    finally:
+        engine.stop()
+        store.close()
