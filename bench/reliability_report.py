@@ -49,6 +49,9 @@ ROWS: dict[str, tuple[str, str]] = {
                   "synced right, no try counted, no part file left"),
     "db_down_at_start": ("`serve --once` started while the database is down",
                          "waits (\"offline\"), syncs everything once it answers, exits 0"),
+    "sqlite_locked": ("embedded database write-locked by another process past its busy timeout",
+                      "engine reports \"offline\" (\"locked\"), resumes when released; no try "
+                      "counted"),
     "disk_full": ("target site on a full 4 MiB tmpfs (a real mount)",
                   "that file fails at once: \"disk full on site ... free space\"; its part "
                   "file removed; files before and after unaffected; reset after growing syncs it"),
