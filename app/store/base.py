@@ -20,7 +20,7 @@ Rules every back-end follows:
 from __future__ import annotations
 
 import abc
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from datetime import datetime
 
 from app.model import (
@@ -94,6 +94,19 @@ class Store(abc.ABC):
 
         An empty ``repre.id`` gets a new id. Site entries are written as given.
         """
+
+    def insert_representations(self, repres: Iterable[Representation]) -> int:
+        """Store many new representations (an import, a studio-scale benchmark); returns
+        how many were stored. Same rules as :meth:`insert_representation`; on an error
+        (a DocumentError for a duplicate id, say) the ones before the offending one are
+        stored and it and the rest are not. Back-ends override it to write a batch per
+        transaction or round trip: one commit per representation makes a million take
+        an hour."""
+        count = 0
+        for repre in repres:
+            self.insert_representation(repre)
+            count += 1
+        return count
 
     @abc.abstractmethod
     def insert_document(self, project: str, doc: dict) -> str:

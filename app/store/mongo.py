@@ -63,6 +63,7 @@ from pymongo import ASCENDING, MongoClient
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import (
+    BulkWriteError,
     ConfigurationError,
     ConnectionFailure,
     DuplicateKeyError,
@@ -322,12 +323,25 @@ def _file_moves(source: str, target: str, now: datetime, retry_cnt: int | None) 
 def _work_query(
     active: str, remote: str, retry_cnt: int, now: datetime, direction: Direction | None = None
 ) -> Doc:
+    """Representations with a file to move. Each branch first names its target's waiting
+    entry on its own (implied by the file condition after it): that is what the
+    (files.sites.name, files.sites.created_dt) index can answer, so the server reads the
+    few documents with something queued instead of testing the nested condition on every
+    document (2-3 times faster on SecantusDB at 2,000 representations; bench/store_scale.py)."""
     moves = []
     if direction in (None, Direction.UPLOAD):
-        moves.append({"files": {"$elemMatch": _file_moves(active, remote, now, retry_cnt)}})
+        moves.append({"$and": [_waiting(remote), {
+            "files": {"$elemMatch": _file_moves(active, remote, now, retry_cnt)}}]})
     if direction in (None, Direction.DOWNLOAD):
-        moves.append({"files": {"$elemMatch": _file_moves(remote, active, now, retry_cnt)}})
+        moves.append({"$and": [_waiting(active), {
+            "files": {"$elemMatch": _file_moves(remote, active, now, retry_cnt)}}]})
     return {"type": "representation", "$or": moves}
+
+
+def _waiting(site: str) -> Doc:
+    """Some file has an entry for ``site`` without the file: the indexable part of
+    _target_cond (never narrower than it)."""
+    return {"files.sites": {"$elemMatch": {"name": site, "created_dt": {"$in": [None, ""]}}}}
 
 
 def _text_query(text: str) -> Doc:
@@ -957,14 +971,47 @@ class MongoStore(Store):
     @_guarded
     def insert_representation(self, repre: Representation) -> str:
         repre = _with_ids(repre)
-        doc = representation_to_doc(repre)
-        doc["_id"] = _as_id(doc["_id"])
-        if isinstance(doc.get("parent"), str):
-            doc["parent"] = _as_id(doc["parent"])
-        for file in doc["files"]:
-            file["_id"] = _as_id(str(file["_id"]))
-        self._insert(repre.project or "", doc)
+        self._insert(repre.project or "", _new_doc(repre))
         return repre.id
+
+    #: Documents sent per insert_many round trip by insert_representations.
+    insert_batch: int = 1000
+
+    @_guarded
+    def insert_representations(self, repres: Iterable[Representation]) -> int:
+        """One ordered ``insert_many`` per project run of ``insert_batch`` documents: the
+        server stops at the first refused document, so those before it are stored and it
+        and the rest are not (the contract's rule)."""
+        count = 0
+        source = iter(repres)
+        while chunk := [_with_ids(r) for r in itertools.islice(source, self.insert_batch)]:
+            for project, group in itertools.groupby(chunk, key=lambda r: r.project or ""):
+                docs = [_new_doc(r) for r in group]
+                coll = self._coll(project)
+                self._ensure_indexes(project, coll)
+                for doc in docs:
+                    _check_size(project, doc)
+                try:
+                    count += len(coll.insert_many(docs, ordered=True).inserted_ids)
+                except BulkWriteError as exc:
+                    count += exc.details.get("nInserted", 0)
+                    errors = exc.details.get("writeErrors") or [{}]
+                    bad = docs[errors[0].get("index", 0)]["_id"]
+                    if errors[0].get("code") == 11000:
+                        raise DocumentError(
+                            f"representation {bad} already exists in project {project!r}"
+                        ) from None
+                    raise DocumentError(
+                        f"representation {bad} in project {project!r} cannot be stored in "
+                        f"MongoDB: {errors[0].get('errmsg', exc)}"
+                    ) from None
+                except (InvalidDocument, OverflowError) as exc:  # the BSON encoder, before sending
+                    raise DocumentError(
+                        f"a representation in project {project!r} cannot be stored in MongoDB: "
+                        f"{exc}. Fix the document (numbers must fit 64 bits, keys must not start "
+                        "with '$')"
+                    ) from None
+        return count
 
     @_guarded
     def insert_document(self, project: str, doc: dict) -> str:
@@ -1673,6 +1720,18 @@ def _raw_entries(doc: Mapping[str, Any], site: str) -> list[tuple[Doc, Doc]]:
         if entry is not None:
             found.append((raw_file, entry))
     return found
+
+
+def _new_doc(repre: Representation) -> Doc:
+    """The OpenPype document of a representation that has its ids, with ObjectIds where
+    OpenPype's integrator writes them."""
+    doc = representation_to_doc(repre)
+    doc["_id"] = _as_id(doc["_id"])
+    if isinstance(doc.get("parent"), str):
+        doc["parent"] = _as_id(doc["parent"])
+    for file in doc["files"]:
+        file["_id"] = _as_id(str(file["_id"]))
+    return doc
 
 
 def _with_ids(repre: Representation) -> Representation:

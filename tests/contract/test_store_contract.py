@@ -109,6 +109,38 @@ def test_malformed_document_is_refused_and_nothing_else_changes(store):
     assert {w.repre_id for w in work} == {good}
 
 
+def test_bulk_insert_stores_every_representation_in_batches(store):
+    """insert_representations (imports, the scale benchmark) writes what insert_representation
+    would, across several batches, and the engine finds the work in it."""
+    store.ensure_project("demo")
+    store.insert_batch = 3
+    repres = [make_repre(asset=f"a{n}") for n in range(7)]
+    assert store.insert_representations(iter(repres)) == 7
+    assert store.count_representations("demo") == 7
+    got = store.get_representation("demo", repres[5].id)
+    assert got.context["asset"] == "a5" and [f.id for f in got.files] == [f.id for f in repres[5].files]
+    work = store.find_work("demo", "studio", "gdrive", RETRY, T0, limit=100)
+    assert {w.repre_id for w in work} == {r.id for r in repres}
+
+
+def test_bulk_insert_stops_at_a_refused_representation(store):
+    """A duplicate id in the middle of a batch: the ones before it are stored, it and the
+    rest are not, and the error names it."""
+    store.ensure_project("demo")
+    store.insert_batch = 4
+    existing = make_repre(asset="existing")
+    store.insert_representation(existing)
+    first, second, after = (make_repre(asset=a) for a in ("first", "second", "after"))
+    with pytest.raises(DocumentError) as excinfo:
+        store.insert_representations([first, second, replace(existing, context={"asset": "dup"}), after])
+    assert existing.id in str(excinfo.value)
+    assert store.count_representations("demo") == 3
+    assert store.get_representation("demo", second.id).context["asset"] == "second"
+    assert store.get_representation("demo", existing.id).context["asset"] == "existing"
+    with pytest.raises(KeyError):
+        store.get_representation("demo", after.id)
+
+
 # -- finding work ---------------------------------------------------------------------------
 
 
