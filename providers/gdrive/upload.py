@@ -292,8 +292,7 @@ class DriveWriter(Writer):
             if self._small:
                 self._finished(self._multipart(), save=False)
             else:
-                while self._done is None:
-                    self._send_chunk()
+                self._send_rest()
         meta = self._done
         assert meta is not None
         self._verify(meta, expected_size, expected_hashes)
@@ -304,6 +303,23 @@ class DriveWriter(Writer):
         self._p.states.delete(self._rootless)
         self._p.folders.note_name(self._parent_id, self._name)
         return remote_file(self._rootless, meta)
+
+    def _send_rest(self) -> None:
+        """The last chunk(s), sent by commit. An interruption here (the daily cap, a
+        network error, a rate-limit hold) is not a failed upload: Drive keeps the session
+        and the state file its confirmed offset, so the writer closes *keeping* them and
+        the engine's ``abort`` after a failed commit finds nothing to discard. Otherwise
+        the cap landing on a file's last chunk would send the whole file again."""
+        try:
+            while self._done is None:
+                self._send_chunk()
+        except (SessionGone, DriveNotFound):
+            raise  # nothing left to resume: abort discards as usual
+        except TransientError:
+            if self._saved_uri:
+                self._closed = True
+                self._buffer = bytearray()
+            raise
 
     def _multipart(self) -> dict[str, Any]:
         """One request for a small file. A retry first looks for the file a lost answer

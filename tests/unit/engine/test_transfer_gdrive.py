@@ -10,7 +10,7 @@ import os
 import pytest
 
 from app.engine.transfer import CancelToken, transfer_file
-from app.errors import CancelledTransfer, TransientError
+from app.errors import CancelledTransfer, SiteUnavailableError, TransientError
 from app.model import Direction, WorkItem
 from providers.local_drive import LocalDriveProvider
 from providers.registry import create_provider
@@ -103,3 +103,23 @@ def test_a_damaged_kept_prefix_is_caught_by_drives_md5(sites):
     assert not part.exists()
     transfer_file(_item(data, "gdrive", "local"), gdrive, local, CancelToken())
     assert (folder / "sh" / "f.bin").read_bytes() == data
+
+
+def test_the_daily_cap_on_the_last_chunk_keeps_the_session(sites):
+    """The engine aborts a failed commit without keeping anything; an interruption while
+    the writer sends its last chunk still keeps Drive's session, so after the hold only
+    the rest goes up, not the whole file again."""
+    env, local, gdrive, folder = sites
+    drive = env.drive
+    data = os.urandom(3 * UNIT + 9)  # three chunks while writing, nine bytes at commit
+    (folder / "sh").mkdir()
+    (folder / "sh" / "f.bin").write_bytes(data)
+    drive.upload_cap_bytes = 3 * UNIT  # reached exactly when the last chunk goes out
+    with pytest.raises(SiteUnavailableError, match="daily upload limit"):
+        transfer_file(_item(data, "local", "gdrive"), local, gdrive, CancelToken())
+    assert drive.find(f"{ROOT}/sh/f.bin") == []
+    drive.upload_cap_bytes = None  # Google lifts the limit
+    transfer_file(_item(data, "local", "gdrive"), local, gdrive, CancelToken())
+    assert drive.read(f"{ROOT}/sh/f.bin") == data
+    assert drive.count("upload-init") == 1, "the same session went on"
+    assert drive.upload_bytes == len(data) + 9, "only the refused last chunk was sent twice"
