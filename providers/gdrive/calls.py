@@ -136,17 +136,21 @@ class DriveCaller:
 
     # -- the loop ------------------------------------------------------------------------------
 
-    def run(self, what: str, call: Callable[[], T], *, upload: bool = False, session: bool = False) -> T:
+    def run(self, what: str, call: Callable[[], T], *, upload: bool = False,
+            session: bool | Callable[[], bool] = False) -> T:
         """``call()`` with pacing and retries; ``what`` ("uploading /My Drive/x.exr") is
         for messages. ``upload`` marks requests that carry file content (the daily cap
-        applies to them); ``session`` marks requests to an upload session URI."""
+        applies to them); ``session`` marks requests to an upload session URI — or asks,
+        after a failure, whether the request went to one (a 404 there is an expired
+        session; on the request that starts a session it is a missing folder)."""
         attempt = 0
         while True:
             self.pacer.wait()
             try:
                 result = call()
             except HttpError as exc:
-                decision = self._classify_http(exc, what, upload=upload, session=session)
+                to_session = session() if callable(session) else session
+                decision = self._classify_http(exc, what, upload=upload, session=to_session)
             except auth_exceptions.RefreshError as exc:
                 decision = self._refresh_failed(exc)
             except _TRANSPORT_ERRORS as exc:

@@ -8,9 +8,9 @@ import threading
 
 import pytest
 
-from app.errors import PermanentError
+from app.errors import PermanentError, TransientError
 from providers.gdrive.folders import q_string
-from tests.gdrive_emulator import FOLDER
+from tests.gdrive_emulator import FOLDER, UNIT
 from tests.unit.providers.gdrive.conftest import put, read
 
 ROOT = "/My Drive/sitesync"
@@ -266,3 +266,18 @@ def test_move_renames_on_drive_without_moving_bytes(env, make):
     assert env.drive.read(f"{ROOT}/final/x.exr") == b"staged bytes"
     assert env.drive.names(f"{ROOT}/stage") == []
     assert env.drive.upload_bytes == 0 and env.drive.download_bytes == 0
+
+
+def test_a_resumable_upload_into_a_folder_deleted_behind_our_back(env, make):
+    """A 404 on starting an upload session is a missing folder, not an expired session:
+    the cached folder ids are dropped and the next try re-creates the folder."""
+    provider = make()
+    put(provider, "{root[work]}/trashed/a.exr", b"a")
+    with env.drive.lock:
+        env.drive._delete(env.drive.find(f"{ROOT}/trashed")[0])
+    data = os.urandom(3 * UNIT)
+    with pytest.raises(TransientError) as caught:
+        put(provider, "{root[work]}/trashed/b.exr", data)
+    assert "not found" in str(caught.value) and "session" not in str(caught.value)
+    put(provider, "{root[work]}/trashed/b.exr", data)
+    assert env.drive.read(f"{ROOT}/trashed/b.exr") == data
