@@ -12,13 +12,18 @@ codec reads naive values as UTC, which is what pymongo does with BSON dates anyw
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 __all__ = [
     "DEFAULT_PRIORITY",
     "Claim",
     "Direction",
+    "EventLogInfo",
+    "EventRecord",
+    "EventType",
     "FileDetail",
     "FileRecord",
     "ProjectInfo",
@@ -341,3 +346,61 @@ class FileDetail:
     active_status: Status
     remote_status: Status
     status: Status
+
+
+class EventType(enum.StrEnum):
+    """What the append-only event log records (see :meth:`app.store.base.Store.read_events`).
+
+    The values are what plugins filter on and what is stored, so they never change.
+    ``GAP`` is not an event: it marks an id that was declared lost (sealed), so no late
+    write can ever land on it; readers skip it.
+    """
+
+    FILE_SYNCED = "file_synced"
+    FILE_FAILED = "file_failed"
+    REPRESENTATION_READY = "representation_ready"
+    SITE_PAUSED = "site_paused"
+    SITE_RESUMED = "site_resumed"
+    RETRY_REQUESTED = "retry_requested"
+    INTEGRITY_ALERT = "integrity_alert"
+    GAP = "gap"
+
+    @classmethod
+    def public(cls) -> tuple[EventType, ...]:
+        """The types a plugin can subscribe to (everything but GAP)."""
+        return tuple(t for t in cls if t is not cls.GAP)
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """One entry of the event log: immutable once written, ids increase with time.
+
+    ``site`` is the site the event is about (the target of a transfer, the site paused,
+    retried or now complete). ``data`` holds JSON values only (text, numbers, booleans,
+    lists, mappings; times as ISO text), so a plugin can log or forward it as it is.
+    """
+
+    id: int
+    type: str
+    at: datetime
+    project: str
+    site: str = ""
+    repre_id: str = ""
+    file_id: str = ""
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_gap(self) -> bool:
+        return self.type == EventType.GAP.value
+
+
+@dataclass(frozen=True)
+class EventLogInfo:
+    """Where the log stands. ``log_id`` changes only when the log itself is new (another
+    database, a deleted file), which tells a reader its saved positions mean nothing here.
+    ``first_id`` is the oldest id still kept (older ones were pruned), 0 when empty;
+    ``last_id`` the newest committed id."""
+
+    log_id: str
+    first_id: int
+    last_id: int

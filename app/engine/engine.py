@@ -53,10 +53,11 @@ from app.events.types import (
     FileProgress,
     FileStaged,
     FileSynced,
+    IntegrityAlert,
     TransferStarted,
     TransferStopped,
 )
-from app.model import Claim, Direction, WorkItem
+from app.model import Claim, Direction, EventType, WorkItem
 from app.policy.backlog import FETCH as BACKLOG_FETCH
 from app.policy.backlog import WorkBacklog
 from app.policy.bandwidth import ThrottledProvider
@@ -190,6 +191,9 @@ class Engine(PolicyControls):
         self.store = store
         self.settings = settings
         self.bus = bus or EventBus()
+        # Integrity alerts change no claim state, so no store write carries them into the
+        # event log; they are appended when published (app.hooks plugins react to them).
+        self.bus.subscribe(self._log_integrity_alert, IntegrityAlert)
         self.owner = owner or f"{settings.local_id}-{uuid.uuid4().hex[:8]}"
         self._clock = clock
         self._provider_factory = provider_factory
@@ -822,6 +826,13 @@ class Engine(PolicyControls):
         else:
             _log.error("unexpected error moving %s", job.item.path, exc_info=exc)
             self._fail(job, f"internal error: {type(exc).__name__}: {exc}", permanent=False)
+
+    def _log_integrity_alert(self, alert: IntegrityAlert) -> None:
+        self._quietly(lambda: self.store.append_event(
+            EventType.INTEGRITY_ALERT.value, alert.project, alert.at, site=alert.site,
+            repre_id=alert.repre_id, file_id=alert.file_id,
+            data={"path": alert.path, "detail": alert.detail, "expected": alert.expected,
+                  "found": alert.found, "action": alert.action}))
 
     def _fail(self, job: _Job, error: str, permanent: bool, retry_after_s: float | None = None) -> None:
         item = job.item

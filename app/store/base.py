@@ -11,6 +11,9 @@ Rules every back-end follows:
 * Claims are leases written in the database: :meth:`Store.claim` succeeds for exactly one
   caller until the lease expires or is released, across threads and processes.
 * Times come from the caller (``now``) so tests and engines share one injectable clock.
+* State changes that matter outside SiteSync are appended to an **event log** (see
+  "event log" below) in the same write as the change itself, so the log and the state
+  never disagree, even after a crash.
 * Methods raise :class:`app.errors.StoreUnavailableError` when the database cannot be
   reached, :class:`KeyError` for an unknown project/representation, and
   :class:`app.errors.DocumentError` for documents they cannot interpret. They never
@@ -20,12 +23,15 @@ Rules every back-end follows:
 from __future__ import annotations
 
 import abc
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime
+from typing import Any
 
 from app.model import (
     Claim,
     Direction,
+    EventLogInfo,
+    EventRecord,
     FileDetail,
     FileRecord,
     ProjectInfo,
@@ -373,3 +379,54 @@ class Store(abc.ABC):
         True if it changed. Uses change streams where the server has them, polling
         otherwise; never busy-waits.
         """
+
+    # -- event log --------------------------------------------------------------------------------
+    #
+    # Append-only, ids increasing. Written by the store itself, in the same write as the
+    # state change: record_success -> file_synced (and representation_ready when it was
+    # the representation's last file missing on that site), record_failure ->
+    # file_failed, set_paused -> site_paused / site_resumed, reset_site / reset_failed ->
+    # retry_requested (one per representation and site, only when entries were reset).
+    # Readers (app.hooks) keep their own positions; the store keeps no reader state.
+    #
+    # Ids may be *seen* out of order: a writer can take id 7, another take 8 and commit
+    # first (MongoDB: the id comes from a counter before the insert). A reader that sees
+    # 8 but not 7 waits for 7 for a while, then calls seal_event_id(7): from then on no
+    # write can land on 7, so nothing committed late is ever silently skipped.
+
+    @abc.abstractmethod
+    def append_event(
+        self, event_type: str, project: str, now: datetime, *, site: str = "",
+        repre_id: str = "", file_id: str = "", data: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Append an event that no state change carries (an integrity alert); returns
+        its id. ``data`` must hold JSON values only."""
+
+    @abc.abstractmethod
+    def read_events(self, after_id: int, limit: int = 500) -> list[EventRecord]:
+        """Committed events with ``id > after_id``, ascending, at most ``limit``.
+        Sealed ids come back as records of type ``gap`` so a reader can step over them."""
+
+    @abc.abstractmethod
+    def get_events(self, ids: Iterable[int]) -> list[EventRecord]:
+        """The committed events (or sealed gaps) among ``ids``, ascending."""
+
+    @abc.abstractmethod
+    def seal_event_id(self, event_id: int, now: datetime) -> EventRecord | None:
+        """Declare ``event_id`` lost unless it was committed meanwhile.
+
+        Returns the event if it exists (deliver it), else None: the id is now sealed
+        and a writer that still holds it will write under a new id instead."""
+
+    @abc.abstractmethod
+    def event_log_info(self) -> EventLogInfo:
+        """The log's identity and its first and last ids."""
+
+    @abc.abstractmethod
+    def prune_events(self, before: datetime) -> int:
+        """Delete events older than ``before`` (retention); returns how many."""
+
+    def flush_events(self, timeout_s: float = 10.0) -> bool:
+        """Wait until every event of writes made through this store is readable; True
+        if so. Back-ends that append in the writing transaction have nothing to wait for."""
+        return True

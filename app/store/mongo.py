@@ -37,10 +37,31 @@ is still dict-form converts that document first.
   correctly by scanning and real MongoDB answers from that compound index).
 * Aggregation field paths through arrays resolve to "missing", so summaries and work
   ordering are computed in Python from projected documents, with :mod:`app.status`.
+
+**The event log** (``sitesync_events``, ids from a counter in ``sitesync_counters``).
+MongoDB has no multi-document transaction without a replica set, so an event cannot be
+inserted in the same write as the state change. Instead the state change's own
+``update_one`` also ``$push``es the event onto the representation's
+``sitesync_outbox`` array (atomic with the change: a crash can never leave one without
+the other), and a background thread (:class:`_EventLog`) moves outbox entries into the
+log, then pulls them (the array is removed when empty). Each entry has a ``uid`` with a
+unique index, so an entry moved twice (crash between insert and pull, two processes
+draining one document) is logged once. ``representation_ready`` is derived while
+draining, from the document as it is then, with a ``uid`` made of the representation,
+the site and its newest ``created_dt``, so it is logged once per completion. Entries
+left by a crashed process are drained on the next start and every few minutes. The
+transfer path pays nothing extra: the event rides in the update it already makes.
+
+Because the id is taken from the counter before the insert, ids can become visible out
+of order (a gap that fills a moment later), and an id taken by a process killed before
+its insert never fills. Readers seal such ids after waiting (:meth:`MongoStore.
+seal_event_id` inserts a ``gap`` record under that ``_id``); a writer whose insert then
+hits the sealed ``_id`` takes a new id, so a late event is renumbered, never lost.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import logging
@@ -48,6 +69,7 @@ import math
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from collections.abc import Collection as AbcCollection
 from dataclasses import dataclass, replace
@@ -59,7 +81,7 @@ import bson
 import bson.errors
 from bson import ObjectId
 from bson.errors import InvalidDocument
-from pymongo import ASCENDING, MongoClient
+from pymongo import ASCENDING, DESCENDING, MongoClient, ReturnDocument
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import (
@@ -80,6 +102,9 @@ from app.model import (
     DEFAULT_PRIORITY,
     Claim,
     Direction,
+    EventLogInfo,
+    EventRecord,
+    EventType,
     FileDetail,
     FileRecord,
     ProjectInfo,
@@ -155,6 +180,12 @@ _INDEXES: tuple[list[tuple[str, int]], ...] = (
     [("files._id", ASCENDING)],
     [("files.sites.name", ASCENDING), ("files.sites.created_dt", ASCENDING)],
 )
+#: The event log's collections, beside the project collections (no project document, so
+#: list_projects never shows them).
+_EVENTS = "sitesync_events"
+_COUNTERS = "sitesync_counters"
+_OUTBOX = "sitesync_outbox"
+_RESERVED = frozenset({_EVENTS, _COUNTERS})
 #: Server codes meaning "not allowed": a setting to fix, not an outage.
 _AUTH_CODES = frozenset({13, 18, 8000})
 #: Index already there under another name or options: nothing to do.
@@ -769,6 +800,7 @@ class MongoStore(Store):
         self._warned: set[tuple[str, str]] = set()
         self._watcher: _ChangeWatcher | None = None
         self._closed = False
+        self._log = _EventLog(self._db, self._redact)
 
     @property
     def scope(self) -> str:
@@ -784,6 +816,7 @@ class MongoStore(Store):
             watcher, self._watcher = self._watcher, None
         if watcher is not None:
             watcher.stop()
+        self._log.close(timeout_s=self._timeout_s)
         self._client.close()
 
     @_guarded
@@ -816,10 +849,13 @@ class MongoStore(Store):
     # -- collections, indexes, legacy conversion -----------------------------------------------
 
     def _coll(self, project: str) -> Collection[Doc]:
-        if not project or "$" in project or "\0" in project or project.startswith("system."):
-            # No such collection can exist, so no such project: the contract's KeyError.
+        if not project or "$" in project or "\0" in project or project.startswith("system.") \
+                or project in _RESERVED:
+            # No such collection can exist, or it holds SiteSync's event log, so no such
+            # project: the contract's KeyError.
             raise KeyError(f"project {project!r} cannot exist in MongoDB (a collection name "
-                           "must not be empty, contain '$' or NUL, or start with 'system.')")
+                           "must not be empty, contain '$' or NUL, or start with 'system.'; "
+                           f"{', '.join(sorted(_RESERVED))} are SiteSync's own)")
         return self._db[project]
 
     def _state(self, project: str) -> _ProjectState:
@@ -945,7 +981,7 @@ class MongoStore(Store):
     def list_projects(self) -> list[ProjectInfo]:
         projects = []
         for name in sorted(self._db.list_collection_names()):
-            if name.startswith("system."):
+            if name.startswith("system.") or name in _RESERVED:
                 continue
             coll = self._db[name]
             doc = coll.find_one({"type": "project"})
@@ -1197,6 +1233,8 @@ class MongoStore(Store):
     def record_success(
         self, claim: Claim, provider_id: str, checksum: str | None, now: datetime
     ) -> bool:
+        """file_synced rides in the same update (outbox); representation_ready is derived
+        when the outbox is drained."""
         to_set: Doc = {_ENTRY + "created_dt": _aware(now), _ENTRY + "id": provider_id}
         cleared = ["tries", "error", "last_failed_dt", "progress", *_LEASE_KEYS,
                    "sitesync_next_attempt_dt", "sitesync_permanent", "sitesync_staged_dt"]
@@ -1204,7 +1242,16 @@ class MongoStore(Store):
             cleared.append("sitesync_checksum")
         else:
             to_set[_ENTRY + "sitesync_checksum"] = checksum
-        return self._update_claimed(claim, {"$set": to_set, "$unset": _entry_keys(cleared)})
+        item = claim.item
+        event = _outbox_entry(EventType.FILE_SYNCED, now, item.target_site, item.file_id, {
+            "path": item.path, "size": item.size, "checksum": checksum,
+            "provider_id": provider_id, "source_site": item.source_site,
+            "direction": item.direction.value})
+        done = self._update_claimed(claim, {"$set": to_set, "$unset": _entry_keys(cleared),
+                                            "$push": {_OUTBOX: event}})
+        if done:
+            self._log.hint(item.project, item.repre_id)
+        return done
 
     @_guarded
     def record_staged(self, claim: Claim, checksum: str, now: datetime) -> bool:
@@ -1287,13 +1334,22 @@ class MongoStore(Store):
             to_set[_ENTRY + "sitesync_permanent"] = True
         else:
             cleared.append("sitesync_permanent")
-        update = {"$set": to_set, "$unset": _entry_keys(cleared)}
+        item = claim.item
+        event = _outbox_entry(EventType.FILE_FAILED, now, item.target_site, item.file_id, {
+            "path": item.path, "error": error, "tries": item.tries + 1,
+            "permanent": bool(permanent), "source_site": item.source_site,
+            "direction": item.direction.value,
+            "next_attempt_dt": next_attempt_dt.isoformat() if next_attempt_dt else None})
+        update = {"$set": to_set, "$unset": _entry_keys(cleared), "$push": {_OUTBOX: event}}
         try:
-            return self._update_claimed(claim, {**update, "$inc": {_ENTRY + "tries": 1}})
+            done = self._update_claimed(claim, {**update, "$inc": {_ENTRY + "tries": 1}})
         except WriteError as exc:
             if exc.code != 14:  # TypeMismatch: `tries` stored as text by some tool
                 raise
-        return self._record_failure_textual_tries(claim, update)
+            done = self._record_failure_textual_tries(claim, update)
+        if done:
+            self._log.hint(item.project, item.repre_id)
+        return done
 
     def _record_failure_textual_tries(self, claim: Claim, update: Doc) -> bool:
         """`$inc` cannot add to text; write the parsed count + 1 (OpenPype's own way)."""
@@ -1314,9 +1370,16 @@ class MongoStore(Store):
     def set_paused(self, project: str, repre_id: str, site: str, paused: bool) -> None:
         doc, _ = self._load_for_change(project, repre_id)
         key = "files.$[].sites.$[s].paused"
-        update = {"$set": {key: True}} if paused else {"$unset": {key: ""}}
+        update: Doc = {"$set": {key: True}} if paused else {"$unset": {key: ""}}
+        entries = len(_raw_entries(doc, site))
+        if entries:
+            kind = EventType.SITE_PAUSED if paused else EventType.SITE_RESUMED
+            update["$push"] = {_OUTBOX: _outbox_entry(kind, _wall_now(), site, "",
+                                                      {"entries": entries})}
         self._coll(project).update_one({"_id": doc["_id"]}, update,
                                        array_filters=[{"s.name": site}])
+        if entries:
+            self._log.hint(project, str(doc["_id"]))
 
     @_guarded
     def reset_site(
@@ -1329,16 +1392,21 @@ class MongoStore(Store):
             (raw_file["_id"], entry) for raw_file, entry in _raw_entries(doc, site)
             if file_id is None or str(raw_file["_id"]) == file_id
         ]
-        self._reset_entries(self._coll(project), doc["_id"], site, entries)
+        event = _outbox_entry(EventType.RETRY_REQUESTED, _wall_now(), site, file_id or "",
+                              {"entries": len(entries)})
+        self._reset_entries(self._coll(project), doc["_id"], site, entries, event=event)
+        if entries:
+            self._log.hint(project, str(doc["_id"]))
         return len(entries)
 
     def _reset_entries(
         self, coll: Collection[Doc], repre_key: Any, site: str,
         entries: list[tuple[Any, Doc]], priority: int | None = None,
-        only_unavailable: bool = False,
+        only_unavailable: bool = False, event: Doc | None = None,
     ) -> None:
         """Make entries fresh queued ones keeping `name` and `priority` (OpenPype's
-        `_reset_site_for_file`), with ``priority`` instead if given.
+        `_reset_site_for_file`), with ``priority`` instead if given; ``event`` (an outbox
+        entry) rides in the same update.
 
         Every other key is unset in place rather than the entry replaced by one built
         from the document as read: a replacement would put back the priority read here
@@ -1357,6 +1425,8 @@ class MongoStore(Store):
         update: Doc = {"$unset": _entry_keys(sorted(keys))}
         if priority is not None:
             update["$set"] = {_ENTRY + "priority": priority}
+        if event is not None:
+            update["$push"] = {_OUTBOX: event}
         site_filter: Doc = {"s.name": site}
         if only_unavailable:  # a file that became available meanwhile stays so
             site_filter["s.created_dt"] = {"$exists": False}
@@ -1395,7 +1465,12 @@ class MongoStore(Store):
                 if found:
                     by_site.setdefault(state.name, []).append((raw_file["_id"], found[0][1]))
         for name, entries in by_site.items():
-            self._reset_entries(coll, doc["_id"], name, entries, only_unavailable=True)
+            event = _outbox_entry(EventType.RETRY_REQUESTED, _wall_now(), name, "",
+                                  {"entries": len(entries)})
+            self._reset_entries(coll, doc["_id"], name, entries, only_unavailable=True,
+                                event=event)
+        if by_site:
+            self._log.hint(coll.name, str(doc["_id"]))
         return sum(len(e) for e in by_site.values())
 
     @_guarded
@@ -1451,6 +1526,62 @@ class MongoStore(Store):
             {"_id": doc["_id"]}, {"$set": {"files.$[].sites.$[s].priority": int(priority)}},
             array_filters=[{"s.name": site}],
         )
+
+    # -- event log -----------------------------------------------------------------------------
+
+    @_guarded
+    def append_event(
+        self, event_type: str, project: str, now: datetime, *, site: str = "",
+        repre_id: str = "", file_id: str = "", data: Mapping[str, Any] | None = None,
+    ) -> int:
+        doc = {"uid": ObjectId(), "type": EventType(event_type).value, "at": _aware(now),
+               "project": project, "site": site, "repre_id": repre_id, "file_id": file_id,
+               "data": dict(data or {})}
+        return self._log.insert(doc)
+
+    @_guarded
+    def read_events(self, after_id: int, limit: int = 500) -> list[EventRecord]:
+        self._log.start()  # a reader is about: drain what a crashed process left
+        if limit <= 0:
+            return []
+        cursor = self._db[_EVENTS].find({"_id": {"$gt": int(after_id)}}).sort(
+            "_id", ASCENDING).limit(int(limit))
+        return [_event_from_doc(doc) for doc in cursor]
+
+    @_guarded
+    def get_events(self, ids: Iterable[int]) -> list[EventRecord]:
+        wanted = sorted({int(i) for i in ids})
+        if not wanted:
+            return []
+        cursor = self._db[_EVENTS].find({"_id": {"$in": wanted}}).sort("_id", ASCENDING)
+        return [_event_from_doc(doc) for doc in cursor]
+
+    @_guarded
+    def seal_event_id(self, event_id: int, now: datetime) -> EventRecord | None:
+        return self._log.seal(int(event_id), now)
+
+    @_guarded
+    def event_log_info(self) -> EventLogInfo:
+        events = self._db[_EVENTS]
+        first = events.find_one({}, {"_id": 1}, sort=[("_id", ASCENDING)])
+        last = events.find_one({}, {"_id": 1}, sort=[("_id", DESCENDING)])
+        return EventLogInfo(log_id=self._log.log_id(),
+                            first_id=int(first["_id"]) if first else 0,
+                            last_id=int(last["_id"]) if last else 0)
+
+    @_guarded
+    def prune_events(self, before: datetime) -> int:
+        """Never the newest event (as in SQLite, where ids count on from it)."""
+        events = self._db[_EVENTS]
+        newest = events.find_one({}, {"_id": 1}, sort=[("_id", DESCENDING)])
+        if newest is None:
+            return 0
+        return events.delete_many(
+            {"at": {"$lt": _aware(before)}, "_id": {"$lt": newest["_id"]}}).deleted_count
+
+    def flush_events(self, timeout_s: float = 10.0) -> bool:
+        """Wait until the outbox entries of this store's writes are in the log."""
+        return self._log.flush(timeout_s)
 
     # -- reading for the UI and CLI ------------------------------------------------------------
 
@@ -1699,6 +1830,287 @@ class MongoStore(Store):
         if not isinstance(marker, int) or isinstance(marker, bool):
             return True  # not one of ours: be safe and report a change
         return watcher.wait_past(marker, timeout_s)
+
+
+# -- the event log ------------------------------------------------------------------------------
+
+
+def _wall_now() -> datetime:
+    """Time of a user action (the store API passes no clock for those)."""
+    return datetime.now(UTC)
+
+
+def _outbox_entry(kind: EventType, now: datetime, site: str, file_id: str, data: Doc) -> Doc:
+    """An event as it waits on its representation (project and id are the document's)."""
+    return {"uid": ObjectId(), "type": kind.value, "at": _aware(now), "site": site,
+            "file_id": file_id, "data": data}
+
+
+def _event_from_doc(doc: Mapping[str, Any]) -> EventRecord:
+    at = doc.get("at")
+    data = doc.get("data")
+    return EventRecord(
+        id=int(doc["_id"]), type=str(doc.get("type", "")),
+        at=_aware(at) if isinstance(at, datetime) else datetime.fromtimestamp(0, UTC),
+        project=str(doc.get("project") or ""), site=str(doc.get("site") or ""),
+        repre_id=str(doc.get("repre_id") or ""), file_id=str(doc.get("file_id") or ""),
+        data=dict(data) if isinstance(data, Mapping) else {},
+    )
+
+
+def _available_on(raw_file: Any, site: str) -> datetime | None:
+    """`created_dt` of the file's entry for ``site`` when it is available there."""
+    sites = raw_file.get("sites") if isinstance(raw_file, Mapping) else None
+    for entry in sites if isinstance(sites, list) else ():
+        if isinstance(entry, Mapping) and entry.get("name") == site:
+            created = entry.get("created_dt")
+            return created if isinstance(created, datetime) else None
+    return None
+
+
+def _ready_event(project: str, doc: Mapping[str, Any], site: str) -> Doc | None:
+    """representation_ready for ``site`` if every file is available there now. Its uid
+    is the completion itself (representation, site, newest created_dt), so two
+    processes deriving it log it once, and a later re-sync completes anew."""
+    files = doc.get("files")
+    if not isinstance(files, list) or not files:
+        return None
+    dates = [_available_on(f, site) for f in files]
+    if any(d is None for d in dates):
+        return None
+    newest = max(_aware(d) for d in dates if d is not None)
+    context = doc.get("context") if isinstance(doc.get("context"), Mapping) else {}
+    version = context.get("version")
+    data = {
+        "asset": str(context.get("asset", "")), "subset": str(context.get("subset", "")),
+        "version": version if isinstance(version, int) else None,
+        "representation": str(context.get("representation", doc.get("name", ""))),
+        "files": len(files),
+        "size": sum(f.get("size", 0) for f in files
+                    if isinstance(f, Mapping) and isinstance(f.get("size"), int)),
+    }
+    return {"uid": f"ready:{doc['_id']}:{site}:{newest.isoformat()}",
+            "type": EventType.REPRESENTATION_READY.value, "at": newest, "project": project,
+            "site": site, "repre_id": str(doc["_id"]), "file_id": "", "data": data}
+
+
+_DRAIN_PROJECTION = {_OUTBOX: 1, "files._id": 1, "files.size": 1, "files.sites.name": 1,
+                     "files.sites.created_dt": 1, "context": 1, "name": 1}
+
+
+class _EventLog:
+    """Ids, sealing and the outbox drain of one MongoStore (see the module docstring).
+
+    The drain thread starts on the first outbox write or log read, scans every project
+    for leftovers when it starts and every :attr:`SCAN_INTERVAL_S`, and otherwise only
+    visits the documents this process wrote to.
+    """
+
+    SCAN_INTERVAL_S = 300.0
+    RETRY_S = 2.0
+
+    def __init__(self, db: Database[Doc], redact: Callable[[str], str]) -> None:
+        self._db = db
+        self._events: Collection[Doc] = db[_EVENTS]
+        self._counters: Collection[Doc] = db[_COUNTERS]
+        self._redact = redact
+        self._cond = threading.Condition()
+        self._pending: dict[tuple[str, str], None] = {}
+        self._busy = False
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._next_scan = 0.0
+        self._indexed = False
+        self._counter_ready = False
+        self._log_id: str | None = None
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _ensure_indexes(self) -> None:
+        if self._indexed:
+            return
+        self._events.create_index([("uid", ASCENDING)], unique=True, sparse=True)
+        self._events.create_index([("at", ASCENDING)])
+        self._indexed = True
+
+    def _ensure_counter(self) -> None:
+        """Create the counter once; several processes may race to, one insert wins."""
+        if self._counter_ready:
+            return
+        # A DuplicateKeyError means another process created it between look and insert.
+        with contextlib.suppress(DuplicateKeyError):
+            self._counters.update_one(
+                {"_id": "events"}, {"$setOnInsert": {"seq": 0, "log_id": uuid.uuid4().hex}},
+                upsert=True)
+        self._counter_ready = True
+
+    def log_id(self) -> str:
+        if self._log_id is None:
+            self._ensure_counter()
+            doc = self._counters.find_one({"_id": "events"}) or {}
+            self._log_id = str(doc.get("log_id") or "")
+        return self._log_id
+
+    def _allocate(self) -> int:
+        for _ in range(5):
+            self._ensure_counter()
+            doc = self._counters.find_one_and_update(
+                {"_id": "events"}, {"$inc": {"seq": 1}}, return_document=ReturnDocument.AFTER)
+            if doc is not None:
+                return int(doc["seq"])
+            self._counter_ready = False  # deleted by hand? create it again
+        raise StoreUnavailableError("the event log counter (sitesync_counters) cannot be updated")
+
+    def insert(self, doc: Doc) -> int:
+        """Insert ``doc`` (with its ``uid``) under a fresh id; returns the id it has.
+
+        A sealed id (duplicate ``_id``) means a reader gave up on it: take the next one.
+        A duplicate ``uid`` means it is logged already: seal the id just taken, so
+        readers need not wait for it, and return the logged one."""
+        self._ensure_indexes()
+        for _ in range(1000):
+            event_id = self._allocate()
+            try:
+                self._events.insert_one({"_id": event_id, **doc})
+                return event_id
+            except DuplicateKeyError as exc:
+                pattern = (exc.details or {}).get("keyPattern") or {}
+                if "_id" in pattern:
+                    continue
+                existing = self._events.find_one({"uid": doc["uid"]}, {"_id": 1})
+                if existing is None:
+                    continue
+                self.seal(event_id, _wall_now())
+                return int(existing["_id"])
+        raise StoreUnavailableError("the event log counter keeps handing out sealed ids")
+
+    def seal(self, event_id: int, now: datetime) -> EventRecord | None:
+        try:
+            self._events.insert_one({"_id": event_id, "type": EventType.GAP.value,
+                                     "at": _aware(now), "project": ""})
+            return None
+        except DuplicateKeyError:
+            doc = self._events.find_one({"_id": event_id})
+        if doc is None:  # cannot happen: the duplicate was there a moment ago
+            return None
+        event = _event_from_doc(doc)
+        return None if event.is_gap else event
+
+    # -- the outbox drain -------------------------------------------------------------------
+
+    def hint(self, project: str, repre_id: str) -> None:
+        with self._cond:
+            self._pending[(project, repre_id)] = None
+            self._cond.notify_all()
+        self.start()
+
+    def start(self) -> None:
+        with self._cond:
+            if self._thread is not None or self._stopping:
+                return
+            self._thread = threading.Thread(target=self._run, name="sitesync-eventlog",
+                                            daemon=True)
+        self._thread.start()
+
+    def flush(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        with self._cond:
+            # A scan is due on the thread's first pass: leftovers of a crashed process count.
+            while self._pending or self._busy or (
+                    self._thread is not None and time.monotonic() >= self._next_scan):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._thread is None:
+                    return False
+                self._cond.wait(remaining)
+            return True
+
+    def close(self, timeout_s: float) -> None:
+        """Drain what this process wrote (up to ``timeout_s``), then stop the thread.
+        Whatever is left stays in the outboxes for the next start."""
+        if self._thread is None:
+            return
+        self.flush(timeout_s)
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join(timeout_s + 1.0)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._stopping and \
+                        time.monotonic() < self._next_scan:
+                    self._cond.wait(max(0.0, self._next_scan - time.monotonic()))
+                if self._stopping:
+                    return
+                batch = list(self._pending)
+                self._pending.clear()
+                self._busy = True
+            failed = self._work(batch)
+            with self._cond:
+                self._busy = False
+                for key in failed:
+                    self._pending.setdefault(key, None)
+                self._cond.notify_all()
+                if failed:
+                    self._cond.wait(self.RETRY_S)
+
+    def _work(self, batch: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Drain ``batch`` (and scan when due); returns the keys to try again."""
+        failed: list[tuple[str, str]] = []
+        try:
+            if time.monotonic() >= self._next_scan:
+                self._next_scan = time.monotonic() + self.SCAN_INTERVAL_S
+                batch = batch + [k for k in self._scan() if k not in batch]
+        except PyMongoError as exc:
+            self._next_scan = time.monotonic() + self.RETRY_S
+            log.warning("event log: cannot look for undrained events (%s); retrying",
+                        self._redact(str(exc))[:200])
+        for key in batch:
+            try:
+                self._drain(*key)
+            except PyMongoError as exc:
+                failed.append(key)
+                log.warning("event log: events of %s/%s not logged yet (%s); retrying",
+                            key[0], key[1], self._redact(str(exc))[:200])
+            except Exception:
+                log.exception("event log: cannot drain %s/%s", *key)
+        return failed
+
+    def _scan(self) -> list[tuple[str, str]]:
+        found = []
+        for name in self._db.list_collection_names():
+            if name.startswith("system.") or name in _RESERVED:
+                continue
+            for doc in self._db[name].find({_OUTBOX + ".0": {"$exists": True}}, {"_id": 1}):
+                found.append((name, str(doc["_id"])))
+        return found
+
+    def _drain(self, project: str, repre_id: str) -> None:
+        coll = self._db[project]
+        doc = coll.find_one({"_id": _id_match(repre_id)}, _DRAIN_PROJECTION)
+        outbox = doc.get(_OUTBOX) if doc is not None else None
+        if not isinstance(outbox, list) or not outbox:
+            return
+        entries = [e for e in outbox if isinstance(e, Mapping) and "uid" in e]
+        synced_sites: list[str] = []
+        for entry in entries:
+            self.insert({
+                "uid": entry["uid"], "type": str(entry.get("type", "")),
+                "at": entry.get("at") or _wall_now(), "project": project,
+                "site": str(entry.get("site") or ""), "repre_id": str(doc["_id"]),
+                "file_id": str(entry.get("file_id") or ""), "data": entry.get("data") or {},
+            })
+            site = str(entry.get("site") or "")
+            if entry.get("type") == EventType.FILE_SYNCED.value and site not in synced_sites:
+                synced_sites.append(site)
+        for site in synced_sites:
+            ready = _ready_event(project, doc, site)
+            if ready is not None:
+                self.insert(ready)
+        coll.update_one({"_id": doc["_id"]},
+                        {"$pull": {_OUTBOX: {"uid": {"$in": [e["uid"] for e in entries]}}}})
+        coll.update_one({"_id": doc["_id"], _OUTBOX: {"$size": 0}}, {"$unset": {_OUTBOX: ""}})
 
 
 # -- helpers used by the store ------------------------------------------------------------------

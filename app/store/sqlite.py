@@ -21,6 +21,9 @@ Why it looks the way it does:
   :class:`app.model.Status`, so SQL never restates a status rule.
 * **Times** are REAL epoch seconds (UTC); they come back as aware UTC datetimes.
 * The schema is versioned with ``PRAGMA user_version`` and upgraded by ``_MIGRATIONS``.
+* **The event log** (``events``) is written in the same transaction as the state change
+  it reports, and SQLite serialises writers, so ids are committed in order: a reader of
+  this store never sees a gap that later fills (only pruning removes ids, from the old end).
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ from app.model import (
     DEFAULT_PRIORITY,
     Claim,
     Direction,
+    EventLogInfo,
+    EventRecord,
+    EventType,
     FileDetail,
     FileRecord,
     ProjectInfo,
@@ -173,7 +179,29 @@ _SCHEMA_V2 = (
     """,
 )
 
-_MIGRATIONS: tuple[tuple[str, ...], ...] = (_SCHEMA_V1, _SCHEMA_V2)
+#: Version 3: the event log (app.hooks reads it).
+_SCHEMA_V3 = (
+    # The event log. Ids are rowids (max + 1); pruning always keeps the newest event, so
+    # an id is never handed out twice and a reader's saved position keeps its meaning.
+    # (AUTOINCREMENT would do the same for a third more per insert.)
+    """
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        type TEXT NOT NULL,
+        at REAL NOT NULL,
+        project TEXT NOT NULL DEFAULT '',
+        site TEXT NOT NULL DEFAULT '',
+        repre_id TEXT NOT NULL DEFAULT '',
+        file_id TEXT NOT NULL DEFAULT '',
+        data_json TEXT
+    )
+    """,
+    # The log's identity: a new database file is a new log, whatever its ids.
+    "CREATE TABLE event_log (log_id TEXT NOT NULL)",
+    "INSERT INTO event_log (log_id) VALUES (lower(hex(randomblob(16))))",
+)
+
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 # -- SQL fragments ----------------------------------------------------------------------------
@@ -1181,6 +1209,20 @@ class SqliteStore(Store):
     def record_success(
         self, claim: Claim, provider_id: str, checksum: str | None, now: datetime
     ) -> bool:
+        """Also appends file_synced, and representation_ready when this was the last file
+        missing on the target site, in the same transaction (writers are serialised, so
+        exactly one of two engines finishing the last two files sees the representation
+        complete)."""
+        item = claim.item
+
+        def log(conn: sqlite3.Connection) -> None:
+            data = {"path": item.path, "size": item.size, "checksum": checksum,
+                    "provider_id": provider_id, "source_site": item.source_site,
+                    "direction": item.direction.value}
+            _append_event(conn, EventType.FILE_SYNCED, item.project, now, item.target_site,
+                          item.repre_id, item.file_id, data)
+            _append_if_ready(conn, item.project, item.repre_id, item.target_site, now)
+
         return self._update_held(
             claim,
             """
@@ -1189,6 +1231,7 @@ class SqliteStore(Store):
             permanent = 0, lease_owner = NULL, lease_until = NULL, staged_dt = NULL
             """,
             {"now": _ts(now), "provider_id": provider_id, "checksum": checksum},
+            log,
         )
 
     @_guarded
@@ -1201,7 +1244,17 @@ class SqliteStore(Store):
         permanent: bool = False,
     ) -> bool:
         """OpenPype writes `progress: ""` on failure; the column holds NULL, which the
-        codec writes as no key and reads back the same way."""
+        codec writes as no key and reads back the same way. Appends file_failed."""
+        item = claim.item
+
+        def log(conn: sqlite3.Connection) -> None:
+            data = {"path": item.path, "error": error, "tries": item.tries + 1,
+                    "permanent": bool(permanent), "source_site": item.source_site,
+                    "direction": item.direction.value,
+                    "next_attempt_dt": next_attempt_dt.isoformat() if next_attempt_dt else None}
+            _append_event(conn, EventType.FILE_FAILED, item.project, now, item.target_site,
+                          item.repre_id, item.file_id, data)
+
         return self._update_held(
             claim,
             """
@@ -1211,6 +1264,7 @@ class SqliteStore(Store):
             """,
             {"error": error, "now": _ts(now), "next_attempt": _ts(next_attempt_dt),
              "permanent": int(permanent)},
+            log,
         )
 
     @_guarded
@@ -1289,21 +1343,30 @@ class SqliteStore(Store):
                 {"now": _ts(now), "site": site, "repre_seq": repre_seq},
             ).rowcount
 
-    def _update_held(self, claim: Claim, assignments: str, params: dict[str, Any]) -> bool:
-        """Apply ``assignments`` to the claim's target only while the claim still holds."""
+    def _update_held(
+        self, claim: Claim, assignments: str, params: dict[str, Any],
+        then: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> bool:
+        """Apply ``assignments`` to the claim's target only while the claim still holds;
+        ``then`` runs in the same transaction when it did (the event log)."""
         params = params | _item_params(claim.item) | {
             "owner": claim.owner,
             "held_until": _ts(claim.lease_until),
         }
         with self._write() as conn:
             cursor = conn.execute(f"UPDATE file_sites SET {assignments} WHERE {_HELD}", params)
-            return cursor.rowcount == 1
+            held = cursor.rowcount == 1
+            if held and then is not None:
+                then(conn)
+            return held
 
     # -- user actions ----------------------------------------------------------------------------
 
     @_guarded
     def set_paused(self, project: str, repre_id: str, site: str, paused: bool) -> None:
-        self._update_site(project, repre_id, site, "paused = :paused", {"paused": int(paused)})
+        kind = EventType.SITE_PAUSED if paused else EventType.SITE_RESUMED
+        self._update_site(project, repre_id, site, "paused = :paused", {"paused": int(paused)},
+                          event=(kind, ""))
 
     @_guarded
     def reset_site(
@@ -1311,7 +1374,8 @@ class SqliteStore(Store):
     ) -> int:
         only_file = "" if file_id is None else " AND id = :file_id"
         return self._update_site(
-            project, repre_id, site, _RESET_ENTRY, {"file_id": file_id}, only_file
+            project, repre_id, site, _RESET_ENTRY, {"file_id": file_id}, only_file,
+            event=(EventType.RETRY_REQUESTED, file_id or ""),
         )
 
     @_guarded
@@ -1322,8 +1386,10 @@ class SqliteStore(Store):
     def _update_site(
         self, project: str, repre_id: str, site: str, assignments: str,
         params: dict[str, Any], file_filter: str = "",
+        event: tuple[EventType, str] | None = None,
     ) -> int:
-        """One UPDATE of the ``site`` entries of a representation's files."""
+        """One UPDATE of the ``site`` entries of a representation's files; ``event``
+        (type, file id) is appended in the same transaction when entries changed."""
         with self._write() as conn:
             repre_seq = self._repre_seq(conn, project, repre_id)
             cursor = conn.execute(
@@ -1331,27 +1397,49 @@ class SqliteStore(Store):
                 f"AND file_seq IN ({_REPRE_FILES}{file_filter})",
                 params | {"site": site, "repre_seq": repre_seq},
             )
+            if event is not None and cursor.rowcount:
+                kind, file_id = event
+                _append_event(conn, kind, project, _wall_now(), site, repre_id, file_id,
+                              {"entries": cursor.rowcount})
             return cursor.rowcount
 
     @_guarded
     def reset_failed(self, project: str, site: str | None = None) -> int:
         """Failed = not available, not paused, with a counted try or a permanent error,
         as the contract defines it (retry_cnt is not known here)."""
-        only_site = "" if site is None else " AND site = :site"
+        only_site = "" if site is None else " AND fs.site = :site"
+        failed = f"""
+            fs.created_dt IS NULL AND fs.paused = 0
+            AND (fs.tries > 0 OR fs.permanent = 1){only_site}
+        """
+        params = {"project": project, "site": site}
         with self._write() as conn:
             self._require_project(conn, project)
+            groups = conn.execute(
+                f"""
+                SELECT r.id AS repre_id, fs.site AS site, COUNT(*) AS n
+                FROM file_sites AS fs JOIN files AS f ON f.seq = fs.file_seq
+                JOIN representations AS r ON r.seq = f.repre_seq
+                WHERE r.project = :project AND {failed}
+                GROUP BY r.seq, fs.site ORDER BY r.seq, fs.site
+                """,
+                params,
+            ).fetchall()
             cursor = conn.execute(
                 f"""
-                UPDATE file_sites SET {_RESET_ENTRY}
-                WHERE created_dt IS NULL AND paused = 0
-                  AND (tries > 0 OR permanent = 1){only_site}
+                UPDATE file_sites AS fs SET {_RESET_ENTRY}
+                WHERE {failed}
                   AND file_seq IN (
                       SELECT f.seq FROM files AS f
                       JOIN representations AS r ON r.seq = f.repre_seq
                       WHERE r.project = :project)
                 """,
-                {"project": project, "site": site},
+                params,
             )
+            now = _wall_now()
+            for group in groups:
+                _append_event(conn, EventType.RETRY_REQUESTED, project, now, group["site"],
+                              group["repre_id"], "", {"entries": group["n"]})
             return cursor.rowcount
 
     @_guarded
@@ -1398,6 +1486,68 @@ class SqliteStore(Store):
             return conn.execute(
                 f"DELETE FROM file_sites WHERE site = :site AND file_seq IN ({_REPRE_FILES})",
                 {"site": site, "repre_seq": repre_seq},
+            ).rowcount
+
+    # -- event log -------------------------------------------------------------------------------
+
+    @_guarded
+    def append_event(
+        self, event_type: str, project: str, now: datetime, *, site: str = "",
+        repre_id: str = "", file_id: str = "", data: Mapping[str, Any] | None = None,
+    ) -> int:
+        with self._write() as conn:
+            return _append_event(conn, EventType(event_type), project, now, site, repre_id,
+                                 file_id, dict(data or {}))
+
+    @_guarded
+    def read_events(self, after_id: int, limit: int = 500) -> list[EventRecord]:
+        rows = self._conn().execute(
+            "SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?",
+            (int(after_id), max(0, int(limit))),
+        )
+        return [_event_from_row(row) for row in rows]
+
+    @_guarded
+    def get_events(self, ids: Iterable[int]) -> list[EventRecord]:
+        wanted = sorted({int(i) for i in ids})
+        found: list[EventRecord] = []
+        conn = self._conn()
+        for start in range(0, len(wanted), 500):  # SQLite's bound-parameter limit
+            chunk = wanted[start:start + 500]
+            rows = conn.execute(
+                f"SELECT * FROM events WHERE id IN ({', '.join('?' * len(chunk))}) ORDER BY id",
+                chunk,
+            )
+            found.extend(_event_from_row(row) for row in rows)
+        return found
+
+    @_guarded
+    def seal_event_id(self, event_id: int, now: datetime) -> EventRecord | None:
+        """Ids here commit in order, so a missing id below the newest is one that was
+        pruned or never existed; sealing records that, harmlessly."""
+        with self._write() as conn:
+            row = conn.execute("SELECT * FROM events WHERE id = ?", (int(event_id),)).fetchone()
+            if row is None:
+                conn.execute("INSERT INTO events (id, type, at) VALUES (?, ?, ?)",
+                             (int(event_id), EventType.GAP.value, _ts(now)))
+                return None
+        event = _event_from_row(row)
+        return None if event.is_gap else event
+
+    @_guarded
+    def event_log_info(self) -> EventLogInfo:
+        with self._read() as conn:
+            log_id = conn.execute("SELECT log_id FROM event_log").fetchone()[0]
+            first, last = conn.execute("SELECT MIN(id), MAX(id) FROM events").fetchone()
+        return EventLogInfo(log_id=log_id, first_id=first or 0, last_id=last or 0)
+
+    @_guarded
+    def prune_events(self, before: datetime) -> int:
+        """Never the newest event: its id is what the next one counts on from."""
+        with self._write() as conn:
+            return conn.execute(
+                "DELETE FROM events WHERE at < ? AND id < (SELECT MAX(id) FROM events)",
+                (_ts(before),),
             ).rowcount
 
     # -- reading for the UI and CLI --------------------------------------------------------------
@@ -1595,6 +1745,95 @@ class SqliteStore(Store):
             if self._closed or self._watch is None:
                 raise StoreUnavailableError(f"the SiteSync store on {self.path} is closed")
             return int(self._watch.execute("PRAGMA data_version").fetchone()[0])
+
+
+# -- event log helpers -----------------------------------------------------------------------------
+
+
+def _wall_now() -> datetime:
+    """Time of a user action (the store API passes no clock for those)."""
+    return datetime.now(UTC)
+
+
+def _append_event(
+    conn: sqlite3.Connection, kind: EventType, project: str, now: datetime, site: str,
+    repre_id: str, file_id: str, data: Mapping[str, Any],
+) -> int:
+    """Append one event inside the caller's write transaction; returns its id."""
+    cursor = conn.execute(
+        """
+        INSERT INTO events (type, at, project, site, repre_id, file_id, data_json)
+        VALUES (?, ?, ?, ?, ?, ?, ?)
+        """,
+        (kind.value, _ts(now), project, site or "", repre_id or "", file_id or "",
+         json.dumps(dict(data), default=str) if data else None),
+    )
+    return int(cursor.lastrowid or 0)
+
+
+def _append_if_ready(
+    conn: sqlite3.Connection, project: str, repre_id: str, site: str, now: datetime
+) -> None:
+    """representation_ready if every file of the representation is available on ``site``.
+
+    Runs on every success, so the usual answer ("no, files are still queued") must be
+    cheap: a representation's files are inserted in one transaction, so their seqs form
+    one range, and one probe of the ``file_sites_queued`` index over that range finds a
+    queued file without visiting the others. Only when none is queued (once per
+    representation, normally) are the entries counted.
+    """
+    # First and last file by position: two probes of the (repre_seq, position) index.
+    span = conn.execute(
+        """
+        SELECT r.seq AS repre_seq,
+               (SELECT seq FROM files WHERE repre_seq = r.seq ORDER BY position LIMIT 1) AS lo,
+               (SELECT seq FROM files WHERE repre_seq = r.seq ORDER BY position DESC LIMIT 1)
+                   AS hi,
+               (SELECT position FROM files WHERE repre_seq = r.seq ORDER BY position DESC
+                LIMIT 1) + 1 AS files
+        FROM representations AS r WHERE r.project = ? AND r.id = ?
+        """,
+        (project, repre_id),
+    ).fetchone()
+    if span is None or span["lo"] is None:
+        return
+    params = {"site": site, "lo": span["lo"], "hi": span["hi"], "repre_seq": span["repre_seq"]}
+    contiguous = span["hi"] - span["lo"] + 1 == span["files"]
+    files = "file_seq BETWEEN :lo AND :hi" if contiguous else f"file_seq IN ({_REPRE_FILES})"
+    queued = conn.execute(
+        f"SELECT 1 FROM file_sites WHERE site = :site AND created_dt IS NULL AND {files} LIMIT 1",
+        params,
+    ).fetchone()
+    if queued is not None:
+        return
+    available = conn.execute(
+        f"SELECT COUNT(*) FROM file_sites WHERE site = :site AND created_dt IS NOT NULL "
+        f"AND {files}",
+        params,
+    ).fetchone()[0]
+    if available != span["files"]:
+        return  # some file has no entry for the site at all
+    row = conn.execute(
+        """
+        SELECT r.asset, r.subset, r.version, r.representation,
+               (SELECT COALESCE(SUM(size), 0) FROM files WHERE repre_seq = r.seq) AS size
+        FROM representations AS r WHERE r.seq = ?
+        """,
+        (span["repre_seq"],),
+    ).fetchone()
+    data = {"asset": row["asset"], "subset": row["subset"], "version": row["version"],
+            "representation": row["representation"], "files": span["files"],
+            "size": int(row["size"])}
+    _append_event(conn, EventType.REPRESENTATION_READY, project, now, site, repre_id, "", data)
+
+
+def _event_from_row(row: sqlite3.Row) -> EventRecord:
+    data = json.loads(row["data_json"]) if row["data_json"] else {}
+    return EventRecord(
+        id=int(row["id"]), type=row["type"], at=datetime.fromtimestamp(row["at"], tz=UTC),
+        project=row["project"], site=row["site"], repre_id=row["repre_id"],
+        file_id=row["file_id"], data=data if isinstance(data, dict) else {"value": data},
+    )
 
 
 # -- row -> model --------------------------------------------------------------------------------

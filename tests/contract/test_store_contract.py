@@ -613,3 +613,178 @@ def test_claim_many_is_claim_in_one_go(store_factory):
     second = b.claim_many(items, "engine-b", later(60), T0)
     assert [c.item.file_id for c in second] == [items[3].file_id]
     assert b.claim_many([], "engine-b", later(60), T0) == []
+
+
+# -- the event log ------------------------------------------------------------------------------
+
+
+def _events(store, after=0):
+    assert store.flush_events(10)
+    return [e for e in store.read_events(after, 10_000) if not e.is_gap]
+
+
+def _mark(store):
+    """The newest id once this store's earlier writes are in the log."""
+    assert store.flush_events(10)
+    return store.event_log_info().last_id
+
+
+def test_state_changes_are_logged_with_their_facts(store):
+    store.ensure_project("demo")
+    repre = make_repre(files=2)
+    store.insert_representation(repre)
+    start = _mark(store)
+    first, second = _claim_all(store, store.find_work("demo", "studio", "gdrive", RETRY, T0))
+    assert store.record_failure(second, "HttpError 503", T0, later(30))
+    assert store.record_success(first, "gd-1", "sha256:aa", later(1))
+    store.set_paused("demo", repre.id, "gdrive", True)
+    store.set_paused("demo", repre.id, "gdrive", False)
+    assert store.reset_site("demo", repre.id, "gdrive", file_id=repre.files[1].id) == 1
+
+    events = _events(store, start)
+    assert [e.type for e in events] == [
+        "file_failed", "file_synced", "site_paused", "site_resumed", "retry_requested"]
+    assert [e.id for e in events] == sorted(e.id for e in events)
+    assert all(e.project == "demo" and e.repre_id == repre.id and e.site == "gdrive"
+               for e in events)
+    failed, synced, paused, _, retry = events
+    assert failed.file_id == repre.files[1].id and failed.at == T0
+    assert failed.data["error"] == "HttpError 503" and failed.data["tries"] == 1
+    assert failed.data["permanent"] is False and failed.data["path"] == repre.files[1].path
+    assert synced.file_id == repre.files[0].id and synced.at == later(1)
+    assert synced.data["checksum"] == "sha256:aa" and synced.data["size"] == 1000
+    assert synced.data["source_site"] == "studio" and synced.data["direction"] == "upload"
+    assert paused.data == {"entries": 2}
+    assert retry.file_id == repre.files[1].id and retry.data == {"entries": 1}
+
+
+def test_nothing_is_logged_when_nothing_changed(store):
+    store.ensure_project("demo")
+    repre = make_repre(files=1)
+    store.insert_representation(repre)
+    [claim] = _claim_all(store, store.find_work("demo", "studio", "gdrive", RETRY, T0))
+    store.reset_site("demo", repre.id, "gdrive")  # the claim is lost
+    start = _mark(store)
+    assert store.record_success(claim, "gd-1", "sha256:aa", later(1)) is False
+    assert store.record_failure(claim, "late", later(1), None) is False
+    assert store.reset_site("demo", repre.id, "nowhere") == 0
+    store.set_paused("demo", repre.id, "nowhere", True)
+    assert _events(store, start) == []
+
+
+def test_representation_ready_follows_its_last_file(store):
+    store.ensure_project("demo")
+    repre = make_repre(files=3)
+    store.insert_representation(repre)
+    start = _mark(store)
+    claims = _claim_all(store, store.find_work("demo", "studio", "gdrive", RETRY, T0))
+    for n, claim in enumerate(claims):
+        assert store.record_success(claim, f"gd-{n}", None, later(n))
+        ready = [e for e in _events(store, start) if e.type == "representation_ready"]
+        assert len(ready) == (1 if n == 2 else 0)
+    events = _events(store, start)
+    assert [e.type for e in events] == ["file_synced"] * 3 + ["representation_ready"]
+    ready = events[-1]
+    assert (ready.repre_id, ready.site, ready.file_id) == (repre.id, "gdrive", "")
+    assert ready.data["asset"] == "sh010" and ready.data["version"] == 1
+    assert ready.data["files"] == 3 and ready.data["size"] == 1000 + 1001 + 1002
+    # A re-sync that completes again is a new completion.
+    store.reset_site("demo", repre.id, "gdrive")
+    for n, claim in enumerate(_claim_all(store, store.find_work("demo", "studio", "gdrive",
+                                                                RETRY, T0))):
+        assert store.record_success(claim, f"gd-{n}", None, later(10 + n))
+    assert [e.type for e in _events(store, start)].count("representation_ready") == 2
+
+
+def test_two_engines_finishing_the_last_files_together_log_one_ready(store_factory):
+    stores = [store_factory(), store_factory()]
+    stores[0].ensure_project("demo")
+    for round_no in range(5):
+        repre = make_repre(asset=f"sh{round_no}", files=2)
+        stores[0].insert_representation(repre)
+        items = [i for i in stores[0].find_work("demo", "studio", "gdrive", RETRY, T0)
+                 if i.repre_id == repre.id]
+        claims = [s.claim(i, f"e{n}", later(60), T0) for n, (s, i) in enumerate(zip(stores, items,
+                                                                                    strict=True))]
+        barrier = threading.Barrier(2)
+
+        def finish(store, claim, barrier=barrier):
+            barrier.wait()
+            assert store.record_success(claim, "x", None, later(1))
+
+        threads = [threading.Thread(target=finish, args=pair) for pair in zip(stores, claims,
+                                                                               strict=True)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert all(s.flush_events(10) for s in stores)
+    ready = [e for e in _events(stores[1]) if e.type == "representation_ready"]
+    assert len(ready) == 5 and len({e.repre_id for e in ready}) == 5
+
+
+def test_reset_failed_logs_one_retry_per_representation_and_site(store):
+    store.ensure_project("demo")
+    a, b = make_repre(asset="a", files=2), make_repre(asset="b", files=1)
+    store.insert_representation(a)
+    store.insert_representation(b)
+    for claim in _claim_all(store, store.find_work("demo", "studio", "gdrive", RETRY, T0)):
+        assert store.record_failure(claim, "boom", T0, None, permanent=True)
+    start = _mark(store)
+    assert store.reset_failed("demo") == 3
+    retries = _events(store, start)
+    assert sorted((e.type, e.repre_id, e.site, e.data["entries"]) for e in retries) == sorted(
+        [("retry_requested", a.id, "gdrive", 2), ("retry_requested", b.id, "gdrive", 1)])
+
+
+def test_read_events_pages_in_id_order_and_get_events_picks(store):
+    ids = [store.append_event("integrity_alert", "demo", later(n), site="studio",
+                              repre_id=f"r{n}", file_id=f"f{n}", data={"n": n, "why": "rot"})
+           for n in range(25)]
+    assert ids == sorted(ids) and len(set(ids)) == 25
+    page1 = store.read_events(ids[0] - 1, limit=10)
+    page2 = store.read_events(page1[-1].id, limit=100)
+    assert [e.id for e in page1 + page2] == ids
+    assert page1[3].data == {"n": 3, "why": "rot"} and page1[3].at == later(3)
+    assert (page1[3].site, page1[3].repre_id, page1[3].file_id) == ("studio", "r3", "f3")
+    picked = store.get_events([ids[20], ids[2], 10**9, ids[2]])
+    assert [e.id for e in picked] == [ids[2], ids[20]]
+    assert store.read_events(ids[-1]) == [] and store.get_events([]) == []
+
+
+def test_a_sealed_id_is_never_written_to(store):
+    """A reader gives up on a missing id by sealing it; a writer never lands there."""
+    existing = store.append_event("integrity_alert", "demo", T0)
+    assert store.seal_event_id(existing, later(1)).id == existing  # it exists: deliver it
+    missing = store.event_log_info().last_id + 1
+    assert store.seal_event_id(missing, later(1)) is None
+    assert store.seal_event_id(missing, later(2)) is None  # sealing twice is fine
+    after = store.append_event("integrity_alert", "demo", later(3))
+    assert after > missing
+    records = store.read_events(existing)
+    assert [(e.id, e.is_gap) for e in records] == [(missing, True), (after, False)]
+
+
+def test_event_log_keeps_its_identity_and_ids_across_reopening(store_factory):
+    first = store_factory()
+    one = first.append_event("integrity_alert", "demo", T0)
+    info = first.event_log_info()
+    assert info.last_id == one and info.first_id <= one
+    first.close()
+    second = store_factory()
+    assert second.event_log_info().log_id == info.log_id
+    assert second.append_event("integrity_alert", "demo", T0) > one
+
+
+def test_pruning_drops_old_events_and_ids_are_never_reused(store):
+    old = [store.append_event("integrity_alert", "demo", T0 - timedelta(days=40))
+           for _ in range(3)]
+    kept = store.append_event("integrity_alert", "demo", T0)
+    assert store.prune_events(T0 - timedelta(days=30)) == 3
+    info = store.event_log_info()
+    assert info.first_id == kept == info.last_id
+    assert [e.id for e in store.read_events(0)] == [kept]
+    # The newest event always stays: ids count on from it, and a reader sees where the
+    # log stands.
+    assert store.prune_events(T0 + timedelta(days=1)) == 0
+    assert store.append_event("integrity_alert", "demo", T0) > max([*old, kept])

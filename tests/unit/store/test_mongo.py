@@ -122,6 +122,9 @@ def test_openpype_document_is_read_claimed_and_updated_in_place(mstore, raw):
     second = mstore.claim(work[1], "e1", T0 + timedelta(seconds=60), T0)
     assert mstore.record_failure(second, "HttpError 500", T0, T0 + timedelta(seconds=30))
 
+    # The events rode in the same updates (sitesync_outbox) and are moved to the event log
+    # in the background; once that is done the document is OpenPype's shape again.
+    assert mstore.flush_events(10)
     doc = raw.demo.find_one({"_id": original["_id"]})
     assert {k: v for k, v in doc.items() if k != "files"} == {
         k: v for k, v in original.items() if k != "files"}
@@ -180,11 +183,13 @@ def test_pause_sets_only_the_flag_on_each_files_own_entry(mstore, raw):
                                    "last_failed_dt": NAIVE}
     raw.demo.insert_one(doc)
     mstore.set_paused("demo", str(doc["_id"]), "gdrive", True)
+    assert mstore.flush_events(10)
     paused = raw.demo.find_one({"_id": doc["_id"]})
     for i in range(2):
         assert entry(paused, i, "gdrive") == {**entry(doc, i, "gdrive"), "paused": True}
         assert entry(paused, i, "studio") == entry(doc, i, "studio")
     mstore.set_paused("demo", str(doc["_id"]), "gdrive", False)
+    assert mstore.flush_events(10)
     assert raw.demo.find_one({"_id": doc["_id"]}) == doc
 
 
@@ -407,3 +412,73 @@ def test_summary_counts_come_from_app_status(mstore, raw):
     page = mstore.summary_page("demo", SummaryQuery("studio", "gdrive"), RETRY, T0)
     assert page.status_counts == {Status.FAILED: 1, Status.IN_PROGRESS: 1}
     assert sorted(r.remote.tries for r in page.rows) == [0, 6]
+
+
+# -- the event log: outbox, counter ids, sealing ------------------------------------------------
+
+
+def _crashed_before_draining(raw, doc_id, uid=None) -> dict:
+    """What a process killed right after its update leaves: the event in the outbox only."""
+    entry = {"uid": uid or ObjectId(), "type": "file_synced", "at": NAIVE, "site": "gdrive",
+             "file_id": "f1", "data": {"path": "x.exr"}}
+    raw.demo.update_one({"_id": doc_id}, {"$push": {"sitesync_outbox": entry}})
+    return entry
+
+
+def test_events_left_in_an_outbox_by_a_crash_are_logged_by_the_next_reader(mongo_uri, db_name, raw):
+    raw.demo.insert_one(openpype_project())
+    doc = openpype_repre(files=1)
+    raw.demo.insert_one(doc)
+    entry = _crashed_before_draining(raw, doc["_id"])
+    with MongoStore(mongo_uri, database=db_name) as store:
+        store.read_events(0)  # a reader starts the drain, which scans for leftovers
+        assert store.flush_events(10)
+        [event] = store.read_events(0)
+    assert (event.type, event.repre_id, event.file_id) == ("file_synced", str(doc["_id"]), "f1")
+    assert event.at == NAIVE.replace(tzinfo=UTC) and event.data == {"path": "x.exr"}
+    assert raw.sitesync_events.find_one({"_id": event.id})["uid"] == entry["uid"]
+    assert raw.demo.find_one({"_id": doc["_id"]}) == doc  # the outbox is gone
+
+
+def test_two_processes_draining_one_outbox_log_each_event_once(mongo_uri, db_name, raw):
+    raw.demo.insert_one(openpype_project())
+    doc = openpype_repre(files=1)
+    raw.demo.insert_one(doc)
+    _crashed_before_draining(raw, doc["_id"])
+    a, b = MongoStore(mongo_uri, database=db_name), MongoStore(mongo_uri, database=db_name)
+    try:
+        # Both read the outbox before either pulls it (crash between insert and pull).
+        a._log._drain("demo", str(doc["_id"]))
+        _crashed_before_draining(raw, doc["_id"], uid=raw.sitesync_events.find_one()["uid"])
+        b._log._drain("demo", str(doc["_id"]))
+        records = b.read_events(0)
+    finally:
+        a.close()
+        b.close()
+    real = [e for e in records if not e.is_gap]
+    assert len(real) == 1
+    # The id b took for its duplicate is sealed at once, so no reader waits for it.
+    assert [e.is_gap for e in records] == [False, True]
+
+
+def test_a_writer_whose_id_was_sealed_is_renumbered_not_lost(mstore, monkeypatch):
+    mstore.append_event("integrity_alert", "demo", T0)
+    slow_id = mstore._log._allocate()  # a writer takes an id ... and stalls
+    mstore.append_event("integrity_alert", "demo", T0)  # others go on
+    assert mstore.seal_event_id(slow_id, T0) is None  # a reader gives up on it
+    real_allocate = mstore._log._allocate
+    handed = iter([slow_id])
+    monkeypatch.setattr(mstore._log, "_allocate", lambda: next(handed, None) or real_allocate())
+    late = mstore.append_event("integrity_alert", "demo", T0, data={"late": True})
+    assert late > slow_id
+    [gap] = mstore.get_events([slow_id])
+    assert gap.is_gap
+    assert mstore.get_events([late])[0].data == {"late": True}
+
+
+def test_event_collections_are_not_projects_and_not_usable_as_one(mstore):
+    mstore.ensure_project("demo")
+    mstore.append_event("integrity_alert", "demo", T0)
+    assert [p.name for p in mstore.list_projects()] == ["demo"]
+    with pytest.raises(ValueError):
+        mstore.ensure_project("sitesync_events")

@@ -56,6 +56,23 @@ def test_schema_version_is_set_and_reopening_keeps_the_data(db_path: Path) -> No
         assert second.get_representation("demo", repre_id).files[0].site("studio").created_dt == T0
 
 
+def test_a_version_1_database_gains_the_event_log_and_keeps_its_data(db_path: Path) -> None:
+    from app.store.sqlite import _MIGRATIONS
+
+    conn = _raw(db_path)
+    for statement in _MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO projects (name, code, created_at) VALUES ('demo', 'dm', 0)")
+    conn.close()
+    with SqliteStore(db_path) as store:
+        assert [p.name for p in store.list_projects()] == ["demo"]
+        info = store.event_log_info()
+        assert (info.first_id, info.last_id) == (0, 0) and len(info.log_id) == 32
+        store.append_event("integrity_alert", "demo", T0, site="studio")
+        assert [e.type for e in store.read_events(0)] == ["integrity_alert"]
+
+
 def test_wal_mode_and_connection_pragmas(store: SqliteStore, db_path: Path) -> None:
     conn = store._conn()
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
