@@ -15,12 +15,19 @@ from app.settings.load import (
     update_settings,
 )
 from app.settings.local_id import ENV_LOCAL_ID, generate_local_id
-from app.settings.resolved import EngineSettings, ProjectSettings, Settings, SiteConfig
+from app.settings.resolved import (
+    EngineSettings,
+    HooksSettings,
+    ProjectSettings,
+    Settings,
+    SiteConfig,
+)
 from app.settings.schema import (
     COMMON_SITE_OPTIONS,
     DEFAULT_SITE,
     ENGINE_OPTIONS,
     GLOBAL_OPTIONS,
+    HOOKS_OPTIONS,
     LOCAL_SITE,
     MACHINE_SITE_KEYS,
     PLATFORMS,
@@ -37,12 +44,14 @@ __all__ = [
     "ENGINE_OPTIONS",
     "ENV_LOCAL_ID",
     "GLOBAL_OPTIONS",
+    "HOOKS_OPTIONS",
     "LOCAL_SITE",
     "MACHINE_SITE_KEYS",
     "PLATFORMS",
     "PROVIDERS",
     "PROVIDER_OPTIONS",
     "EngineSettings",
+    "HooksSettings",
     "InvalidSettingsError",
     "Option",
     "ProjectSettings",

@@ -18,11 +18,19 @@ from types import MappingProxyType
 from typing import Any
 
 from app.settings.coerce import coerce
-from app.settings.resolved import EngineSettings, ProjectSettings, Settings, SiteConfig
+from app.settings.resolved import (
+    EngineSettings,
+    HooksSettings,
+    ProjectSettings,
+    Settings,
+    SiteConfig,
+)
 from app.settings.schema import (
     DEFAULT_SITE,
     ENGINE_OPTIONS,
     GLOBAL_OPTIONS,
+    HOOKS_OPTIONS,
+    HOOKS_PLUGINS_KEY,
     LOCAL_SITE,
     PLATFORMS,
     ROOT_KEY,
@@ -75,7 +83,19 @@ def build_settings(
             replace(rule, site=local_id if rule.site == LOCAL_SITE else rule.site)
             for rule in coerce(global_option("subscriptions"), raw.get("subscriptions") or [],
                                platform=platform)),
+        hooks=_hooks(_mapping(raw.get("hooks")), path, platform),
     )
+
+
+def _hooks(raw: Mapping[str, Any], settings_path: Path, platform: str) -> HooksSettings:
+    values = {o.key: _value(o, raw, platform) for o in HOOKS_OPTIONS}
+    base = Path(settings_path).parent
+    values["plugin_paths"] = tuple(
+        (base / os.path.expanduser(folder)).absolute() for folder in values["plugin_paths"])
+    plugins = {str(name): MappingProxyType(dict(block))
+               for name, block in _mapping(raw.get(HOOKS_PLUGINS_KEY)).items()
+               if isinstance(block, Mapping)}
+    return HooksSettings(**values, plugins=MappingProxyType(plugins))
 
 
 def merge_site(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -189,7 +209,7 @@ def _site(name: str, data: Mapping[str, Any], platform: str, local_id: str) -> S
 def canonical_keys(block: Mapping[str, Any]) -> dict[str, Any]:
     """``block`` with alias keys (OpenPype's ``active_site``) renamed to SiteSync's, and
     without the nested blocks, ready to be merged project-over-global."""
-    result = {k: v for k, v in block.items() if k not in ("sites", "projects", "engine")}
+    result = {k: v for k, v in block.items() if k not in ("sites", "projects", "engine", "hooks")}
     for option in GLOBAL_OPTIONS:
         for alias in option.aliases:
             if alias in result:

@@ -102,6 +102,8 @@ def coerce(option: Option, value: object, *, platform: str) -> Any:
         return _roots(value, platform)
     if kind in POLICY_KINDS:
         return coerce_policy(kind, value)
+    if kind is Kind.FOLDERS:
+        return _folders(value, platform)
     raise AssertionError(f"unhandled kind {kind}")  # pragma: no cover
 
 
@@ -246,6 +248,26 @@ def _roots(value: object, platform: str) -> dict[str, str]:
             raise Invalid(message, fix, subpath=name)
         roots[name] = path
     return roots
+
+
+def _folders(value: object, platform: str) -> tuple[str, ...]:
+    """A list of folders, each text or per-platform text; an entry with no folder for
+    this platform is left out (a Windows-only plugin folder on a Linux farm node)."""
+    if not isinstance(value, list):
+        raise Invalid(f"must be a list of folders, not {_type_name(value)}",
+                      'write it as ["/path/to/plugins", "/other/plugins"]')
+    folders = []
+    for index, item in enumerate(value):
+        try:
+            path = platform_value(item, platform)
+        except Invalid as exc:
+            raise Invalid(exc.message, exc.fix, subpath=str(index)) from None
+        if isinstance(item, str) and not item.strip():
+            raise Invalid("is an empty path", "write a folder, or remove the entry",
+                          subpath=str(index))
+        if path.strip():
+            folders.append(path)
+    return tuple(folders)
 
 
 def is_absolute_for(path: str, platform: str) -> bool:

@@ -22,7 +22,7 @@ from app.policy.conflict import ConflictPolicy
 from app.policy.subscriptions import SubscriptionRule
 from app.settings.schema import LOCAL_SITE
 
-__all__ = ["EngineSettings", "ProjectSettings", "Settings", "SiteConfig"]
+__all__ = ["EngineSettings", "HooksSettings", "ProjectSettings", "Settings", "SiteConfig"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,33 @@ class EngineSettings:
     serve_site: str = ""
     #: Age (hours) at which an abandoned part file is swept; 0 disables the sweep.
     partial_max_age_h: float = 48.0
+
+
+@dataclass(frozen=True)
+class HooksSettings:
+    """Event hook plugins (the ``hooks`` block); see docs/hooks.md.
+
+    ``plugin_paths`` are absolute (relative ones were resolved against the settings
+    file's folder). ``plugins`` holds each plugin's own block by plugin name (its file
+    name without ``.py``): ``enabled`` (false = switched off) and the plugin's options.
+    """
+
+    enabled: bool = True
+    plugin_paths: tuple[Path, ...] = ()
+    gap_timeout_s: float = 60.0
+    poll_interval_s: float = 2.0
+    reload_interval_s: float = 2.0
+    batch_size: int = 500
+    stuck_after_s: float = 60.0
+    retention_days: float = 30.0
+    plugins: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def plugin_enabled(self, name: str) -> bool:
+        return self.plugins.get(name, {}).get("enabled", True) is not False
+
+    def plugin_options(self, name: str) -> Mapping[str, Any]:
+        """The plugin's block without ``enabled``: what its ``register`` reads."""
+        return {k: v for k, v in self.plugins.get(name, {}).items() if k != "enabled"}
 
 
 @dataclass(frozen=True)
@@ -151,6 +178,7 @@ class Settings:
     #: Rules adding sites to new publishes (app.policy.subscriptions); ``site`` resolved
     #: (``local`` is this machine's local_id).
     subscriptions: tuple[SubscriptionRule, ...] = ()
+    hooks: HooksSettings = field(default_factory=HooksSettings)
 
     def project(self, name: str) -> ProjectSettings:
         """Settings for project ``name``, global defaults merged with its overrides."""

@@ -22,6 +22,8 @@ __all__ = [
     "DEFAULT_SITE",
     "ENGINE_OPTIONS",
     "GLOBAL_OPTIONS",
+    "HOOKS_OPTIONS",
+    "HOOKS_PLUGINS_KEY",
     "LOCAL_SITE",
     "MACHINE_SITE_KEYS",
     "PLATFORMS",
@@ -36,6 +38,7 @@ __all__ = [
     "did_you_mean",
     "engine_option",
     "global_option",
+    "hooks_option",
     "is_secret_key",
     "known_site_keys",
     "site_option",
@@ -72,6 +75,7 @@ class Kind(enum.Enum):
     TRANSFERS = "transfer count"
     CONFLICT_POLICY = "conflict policy"
     SUBSCRIPTIONS = "subscription rules"
+    FOLDERS = "list of folders"
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,27 @@ ENGINE_OPTIONS: tuple[Option, ...] = (
            "transfer's temporary file that nobody resumed is deleted; 0 = never.",
            minimum=0, maximum=24 * 365),
 )
+
+HOOKS_OPTIONS: tuple[Option, ...] = (
+    Option("enabled", Kind.BOOL, True, "Run event hook plugins (in `sitesync serve` and the "
+           "tray)."),
+    Option("plugin_paths", Kind.FOLDERS, (), "Folders whose .py files are plugins, in the "
+           "order they run; relative paths are relative to this settings file."),
+    Option("gap_timeout_s", Kind.NUMBER, 60, "Seconds a missing event id (a write not yet "
+           "committed) is waited for before it is declared lost.", minimum=0, maximum=86400),
+    Option("poll_interval_s", Kind.NUMBER, 2.0, "Longest wait before looking for new events "
+           "(changes wake the hooks sooner).", minimum=0.05, maximum=3600),
+    Option("reload_interval_s", Kind.NUMBER, 2.0, "Seconds between checks for new, changed "
+           "or fixed plugin files.", minimum=0.1, maximum=3600),
+    Option("batch_size", Kind.WHOLE, 500, "Events read at a time.", minimum=1,
+           maximum=100000),
+    Option("stuck_after_s", Kind.NUMBER, 60, "A callback running longer no longer holds "
+           "back the plugins after it.", minimum=0.1, maximum=86400),
+    Option("retention_days", Kind.NUMBER, 30, "Days events stay in the log.",
+           minimum=0.01, maximum=36500),
+)
+#: Keys of ``hooks`` that are not options: per-plugin blocks.
+HOOKS_PLUGINS_KEY = "plugins"
 
 COMMON_SITE_OPTIONS: tuple[Option, ...] = (
     Option("provider", Kind.PROVIDER, None, "local_drive, gdrive or sftp."),
@@ -225,6 +250,7 @@ PROJECT_OPTION_KEYS: tuple[str, ...] = (
 
 _GLOBAL_BY_KEY = {o.key: o for o in GLOBAL_OPTIONS}
 _ENGINE_BY_KEY = {o.key: o for o in ENGINE_OPTIONS}
+_HOOKS_BY_KEY = {o.key: o for o in HOOKS_OPTIONS}
 _SITE_BY_KEY = {o.key: o for o in COMMON_SITE_OPTIONS}
 _PROVIDER_BY_KEY = {p: {o.key: o for o in opts} for p, opts in PROVIDER_OPTIONS.items()}
 
@@ -235,6 +261,10 @@ def global_option(key: str) -> Option:
 
 def engine_option(key: str) -> Option:
     return _ENGINE_BY_KEY[key]
+
+
+def hooks_option(key: str) -> Option:
+    return _HOOKS_BY_KEY[key]
 
 
 def site_option(key: str, provider: str | None) -> Option | None:

@@ -22,6 +22,8 @@ from app.settings.schema import (
     DEFAULT_SITE,
     ENGINE_OPTIONS,
     GLOBAL_OPTIONS,
+    HOOKS_OPTIONS,
+    HOOKS_PLUGINS_KEY,
     LOCAL_SITE,
     MACHINE_SITE_KEYS,
     PROJECT_OPTION_KEYS,
@@ -36,7 +38,7 @@ from app.settings.schema import (
 
 __all__ = ["collect_secrets", "validate"]
 
-_BLOCKS = ("sites", "projects", "engine")
+_BLOCKS = ("sites", "projects", "engine", "hooks")
 _TOP_KEYS = (*(o.key for o in GLOBAL_OPTIONS), *(a for o in GLOBAL_OPTIONS for a in o.aliases),
              *_BLOCKS)
 _SITE_REFERENCES = ("publish_site", "remote_site")
@@ -104,6 +106,7 @@ class _Checker:
         # Without a readable "sites" block, "site X is not configured" would be noise.
         self.check_references = len(self.errors) == before
         self.engine(raw.get("engine"), sites, local_id)
+        self.hooks(raw.get("hooks"))
         for name, data in sites.items():
             self.site(f"sites.{name}", name, data, local_id, complete=True)
         self.references("", raw, sites, local_id)
@@ -148,6 +151,20 @@ class _Checker:
             else:
                 self.site_exists("engine.serve_site", serve, sites, local_id,
                                  setting="engine.serve_site")
+
+    def hooks(self, value: object) -> None:
+        hooks = self.mapping("hooks", value)
+        self.unknown_keys("hooks", hooks, [*(o.key for o in HOOKS_OPTIONS), HOOKS_PLUGINS_KEY])
+        self.options("hooks", hooks, HOOKS_OPTIONS)
+        plugins = self.mapping(f"hooks.{HOOKS_PLUGINS_KEY}", hooks.get(HOOKS_PLUGINS_KEY))
+        for name, block in plugins.items():
+            path = f"hooks.{HOOKS_PLUGINS_KEY}.{name}"
+            if not isinstance(block, Mapping):
+                self.add(path, f"must be a mapping of the plugin's options, not {_kind(block)}",
+                         'write it as {"enabled": true, ...the plugin\'s own options}')
+            elif "enabled" in block and not isinstance(block["enabled"], bool):
+                self.add(f"{path}.enabled", f"must be true or false, not {_kind(block['enabled'])}",
+                         "write true or false (no quotes)")
 
     def project(
         self, name: str, block: object, sites: Mapping[str, Any], local_id: str

@@ -4,6 +4,7 @@ ConfigError (never a traceback), and anything accepted resolves completely."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from app.errors import ConfigError
 from app.settings import (
     ENGINE_OPTIONS,
     GLOBAL_OPTIONS,
+    HOOKS_OPTIONS,
     PROVIDER_OPTIONS,
     Settings,
     load_settings,
@@ -40,7 +42,8 @@ _JSON = st.recursive(
     max_leaves=8,
 )
 
-_TOP = [o.key for o in GLOBAL_OPTIONS] + ["active_site", "sites", "projects", "engine"]
+_TOP = [o.key for o in GLOBAL_OPTIONS] + ["active_site", "sites", "projects", "engine", "hooks"]
+_HOOKS = [o.key for o in HOOKS_OPTIONS] + ["plugins"]
 _ENGINE = [o.key for o in ENGINE_OPTIONS]
 _SITE = ["provider", "root", "enabled", "alternative_sites"] + [
     o.key for opts in PROVIDER_OPTIONS.values() for o in opts
@@ -58,6 +61,10 @@ def documents(draw: st.DrawFn) -> Any:
     for key in draw(st.lists(st.sampled_from(_ENGINE), max_size=2)):
         if isinstance(raw.get("engine"), dict):
             raw["engine"][key] = draw(_JSON)
+    for key in draw(st.lists(st.sampled_from(_HOOKS), max_size=2)):
+        hooks = raw.setdefault("hooks", {})
+        if isinstance(hooks, dict):
+            hooks[key] = draw(_JSON)
     sites = raw.get("sites")
     if isinstance(sites, dict):
         for name in draw(st.lists(st.sampled_from([*sites, "local", "new"]), max_size=2)):
@@ -99,4 +106,6 @@ def test_any_values_at_known_keys_raise_only_config_error(
             continue
         assert isinstance(dict(site.roots), dict)
     assert isinstance(loaded.engine.lease_s, float)
+    assert all(isinstance(p, Path) and p.is_absolute() for p in loaded.hooks.plugin_paths)
+    assert all(isinstance(o, Mapping) for o in loaded.hooks.plugins.values())
     assert isinstance(project.retry_cnt, int) and project.retry_cnt >= 1
