@@ -139,6 +139,7 @@ def cmd_serve(ctx: _Context) -> int:
 
 def _serve(ctx: _Context, log_file: logging.Handler | None) -> int:
     from app.engine.engine import Engine
+    from app.hooks import HookRunner
 
     settings = ctx.settings
     engine = Engine(ctx.store, settings, state_path=paths.state_dir() / "engine.json",
@@ -147,6 +148,9 @@ def _serve(ctx: _Context, log_file: logging.Handler | None) -> int:
     engine.bus.subscribe(_event_logger())
     if isinstance(log_file, logging.FileHandler):
         _print(f"logging to {log_file.baseFilename}")
+    # Event hooks run beside the engine on their own threads; they read the event log
+    # the store writes, so a slow plugin never slows a transfer.
+    hooks = HookRunner(ctx.store, settings, log_dir=paths.log_dir())
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -168,10 +172,17 @@ def _serve(ctx: _Context, log_file: logging.Handler | None) -> int:
                "(check publish_site and remote_site; `sitesync doctor` explains)")
     for pair in pairs or ():
         _print(f"serving {pair.project}: {pair.active} <-> {pair.remote}")
+    if settings.hooks.enabled and settings.hooks.plugin_paths:
+        _print(f"hooks: plugins from {', '.join(str(p) for p in settings.hooks.plugin_paths)}")
+    hooks.start()
+    hooks.wait_ready(10.0)
     engine.start(once=once)
     while not stop.is_set() and not engine.wait_stopped(0.2):
         pass
     engine.stop(drain=False)
+    if once and not stop.is_set() and settings.hooks.enabled and settings.hooks.plugin_paths:
+        hooks.wait_idle(60.0)  # --once: the hooks finish what the run logged
+    hooks.stop()
     counts = engine.counts
     _print(f"stopped: {counts['synced']} file(s) synced, {counts['failed']} failure(s)")
     _log.info("stopped: %d file(s) synced, %d failure(s)", counts["synced"], counts["failed"])
@@ -370,6 +381,69 @@ def cmd_demo(ctx: _Context) -> int:
     return 0
 
 
+def cmd_hooks(ctx: _Context) -> int:
+    """`sitesync hooks list|replay|skip`: see docs/hooks.md."""
+    from app.hooks.admin import list_plugins, plan_replay, plan_skip, state_dir_for
+    from app.hooks.state import HookState
+
+    args = ctx.args
+    state = HookState(state_dir_for(paths.data_dir()))
+    try:
+        if args.hooks_command == "list":
+            rows, problems, head = list_plugins(ctx.settings, state, ctx.store)
+            if args.json:
+                _print(json.dumps({"newest_event": head, "problems": problems, "plugins": [
+                    {"name": r.name, "path": r.path, "state": r.state, "last_id": r.last_id,
+                     "behind": r.behind, "backlog": r.backlog, "error": r.error,
+                     "error_event": r.error_event} for r in rows]}, indent=2))
+                return 0
+            if not rows:
+                _print("no plugins: add folders to hooks.plugin_paths in the settings "
+                       "(examples: " + str(Path(__file__).parent / "hooks" / "examples") + ")")
+            else:
+                _print(_table(("Plugin", "State", "At event", "Behind", "Backlog", "Path"), [
+                    (r.name, r.state, "-" if r.last_id is None else str(r.last_id),
+                     "-" if r.behind is None else str(r.behind), str(r.backlog), r.path or "-")
+                    for r in rows]))
+                for r in rows:
+                    if r.error:
+                        where = f" on event {r.error_event}" if r.error_event is not None else ""
+                        _print(f"  ! {r.name}{where}: {r.error}")
+                _print(f"newest event: {head}")
+            for problem in problems:
+                _print(f"  ! {problem}")
+            return 0
+        head = ctx.store.event_log_info().last_id
+        if args.hooks_command == "replay":
+            move = plan_replay(state, args.plugin, args.from_id, head)
+        else:
+            move = plan_skip(state, args.plugin, args.to, head)
+        _print(f"{move.description}.")
+        if not args.yes and not _confirm("Continue?"):
+            _print("nothing changed")
+            return 1
+        cursor = move.apply(state)
+        _print(f"plugin {cursor.plugin} is now after event {cursor.last_id}; a running SiteSync "
+               "continues from there")
+        return 0
+    except ValueError as exc:
+        raise UserFixableError(str(exc)) from None
+    finally:
+        state.close()
+
+
+def _confirm(question: str) -> bool:
+    """Ask on the terminal; without one, refuse (scripts pass --yes)."""
+    if not sys.stdin.isatty():
+        raise UserFixableError("no terminal to ask for confirmation on; nothing changed",
+                               fix="add --yes to confirm without a prompt")
+    try:
+        answer = input(f"{question} [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
 def cmd_doctor(ctx: _Context) -> int:
     from app.doctor import run_checks
 
@@ -491,6 +565,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--priority", type=_PRIORITY)
     p.add_argument("files", nargs="+")
 
+    p = sub.add_parser("hooks", help="event hook plugins: list them, replay or skip events")
+    hooks = p.add_subparsers(dest="hooks_command", metavar="ACTION", required=True)
+    h = hooks.add_parser("list", help="plugins, their place in the event log and errors")
+    h.add_argument("--json", action="store_true", help="machine-readable output")
+    h = hooks.add_parser("replay", help="let one plugin handle events again")
+    h.add_argument("plugin")
+    h.add_argument("--from", dest="from_id", type=int, required=True, metavar="ID",
+                   help="first event id to handle again")
+    h.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    h = hooks.add_parser("skip", help="let one plugin skip events (default: the one it "
+                         "failed on)")
+    h.add_argument("plugin")
+    h.add_argument("--to", metavar="ID|latest", help="skip every event up to this id")
+    h.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
     sub.add_parser("demo", help="create the demo project with real files")
     sub.add_parser("doctor", help="check settings, database and sites")
     add_policy_parsers(sub)
@@ -512,6 +601,7 @@ _COMMANDS: dict[str, Callable[[_Context], int]] = {
     "demo": cmd_demo,
     "doctor": cmd_doctor,
     **POLICY_COMMANDS,
+    "hooks": cmd_hooks,
 }
 
 

@@ -1562,11 +1562,10 @@ class MongoStore(Store):
 
     @_guarded
     def event_log_info(self) -> EventLogInfo:
-        events = self._db[_EVENTS]
-        first = events.find_one({}, {"_id": 1}, sort=[("_id", ASCENDING)])
-        last = events.find_one({}, {"_id": 1}, sort=[("_id", DESCENDING)])
-        return EventLogInfo(log_id=self._log.log_id(),
-                            first_id=int(first["_id"]) if first else 0,
+        last = self._db[_EVENTS].find_one({}, {"_id": 1}, sort=[("_id", DESCENDING)])
+        counter = self._log.counter()
+        return EventLogInfo(log_id=str(counter.get("log_id") or ""),
+                            pruned_through=int(counter.get("pruned_through") or 0),
                             last_id=int(last["_id"]) if last else 0)
 
     @_guarded
@@ -1576,8 +1575,14 @@ class MongoStore(Store):
         newest = events.find_one({}, {"_id": 1}, sort=[("_id", DESCENDING)])
         if newest is None:
             return 0
-        return events.delete_many(
-            {"at": {"$lt": _aware(before)}, "_id": {"$lt": newest["_id"]}}).deleted_count
+        condition = {"at": {"$lt": _aware(before)}, "_id": {"$lt": newest["_id"]}}
+        highest = events.find_one(condition, {"_id": 1}, sort=[("_id", DESCENDING)])
+        if highest is None:
+            return 0
+        self._log.counter()  # exists
+        self._db[_COUNTERS].update_one({"_id": "events"},
+                                       {"$max": {"pruned_through": int(highest["_id"])}})
+        return events.delete_many(condition).deleted_count
 
     def flush_events(self, timeout_s: float = 10.0) -> bool:
         """Wait until the outbox entries of this store's writes are in the log."""
@@ -1922,7 +1927,6 @@ class _EventLog:
         self._next_scan = 0.0
         self._indexed = False
         self._counter_ready = False
-        self._log_id: str | None = None
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -1944,12 +1948,10 @@ class _EventLog:
                 upsert=True)
         self._counter_ready = True
 
-    def log_id(self) -> str:
-        if self._log_id is None:
-            self._ensure_counter()
-            doc = self._counters.find_one({"_id": "events"}) or {}
-            self._log_id = str(doc.get("log_id") or "")
-        return self._log_id
+    def counter(self) -> Doc:
+        """The counter document: ``seq``, ``log_id``, ``pruned_through``."""
+        self._ensure_counter()
+        return self._counters.find_one({"_id": "events"}) or {}
 
     def _allocate(self) -> int:
         for _ in range(5):

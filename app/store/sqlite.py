@@ -197,7 +197,7 @@ _SCHEMA_V3 = (
     )
     """,
     # The log's identity: a new database file is a new log, whatever its ids.
-    "CREATE TABLE event_log (log_id TEXT NOT NULL)",
+    "CREATE TABLE event_log (log_id TEXT NOT NULL, pruned_through INTEGER NOT NULL DEFAULT 0)",
     "INSERT INTO event_log (log_id) VALUES (lower(hex(randomblob(16))))",
 )
 
@@ -1537,18 +1537,23 @@ class SqliteStore(Store):
     @_guarded
     def event_log_info(self) -> EventLogInfo:
         with self._read() as conn:
-            log_id = conn.execute("SELECT log_id FROM event_log").fetchone()[0]
-            first, last = conn.execute("SELECT MIN(id), MAX(id) FROM events").fetchone()
-        return EventLogInfo(log_id=log_id, first_id=first or 0, last_id=last or 0)
+            log_id, pruned = conn.execute("SELECT log_id, pruned_through FROM event_log").fetchone()
+            last = conn.execute("SELECT MAX(id) FROM events").fetchone()[0]
+        return EventLogInfo(log_id=log_id, pruned_through=pruned, last_id=last or 0)
 
     @_guarded
     def prune_events(self, before: datetime) -> int:
         """Never the newest event: its id is what the next one counts on from."""
+        condition = "at < :before AND id < (SELECT MAX(id) FROM events)"
         with self._write() as conn:
-            return conn.execute(
-                "DELETE FROM events WHERE at < ? AND id < (SELECT MAX(id) FROM events)",
-                (_ts(before),),
-            ).rowcount
+            params = {"before": _ts(before)}
+            highest = conn.execute(f"SELECT MAX(id) FROM events WHERE {condition}",
+                                   params).fetchone()[0]
+            if highest is None:
+                return 0
+            conn.execute("UPDATE event_log SET pruned_through = MAX(pruned_through, ?)",
+                         (highest,))
+            return conn.execute(f"DELETE FROM events WHERE {condition}", params).rowcount
 
     # -- reading for the UI and CLI --------------------------------------------------------------
 
