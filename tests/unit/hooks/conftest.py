@@ -92,8 +92,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 15.0, what: str =
     raise AssertionError(f"not within {timeout} s: {what}")
 
 
-@pytest.fixture
-def hook_env(tmp_path: Path, store: Store) -> Iterator[HookEnv]:
+def _env(tmp_path: Path, store: Store) -> Iterator[HookEnv]:
     plugins = tmp_path / "plugins"
     plugins.mkdir()
     env = HookEnv(tmp=tmp_path, store=store, plugins=plugins, out=tmp_path / "seen.jsonl",
@@ -101,6 +100,24 @@ def hook_env(tmp_path: Path, store: Store) -> Iterator[HookEnv]:
     yield env
     for runner in env.runners:
         runner.stop(timeout_s=5)
+
+
+@pytest.fixture
+def hook_env(tmp_path: Path) -> Iterator[HookEnv]:
+    """On the embedded store: for behaviour that does not depend on the back-end."""
+    from app.store.sqlite import SqliteStore
+
+    store = SqliteStore(tmp_path / "sitesync.db")
+    try:
+        yield from _env(tmp_path, store)
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def any_hook_env(tmp_path: Path, store: Store) -> Iterator[HookEnv]:
+    """On both stores (``store`` is parametrized): for what the back-end decides, like gaps."""
+    yield from _env(tmp_path, store)
 
 
 def make_gap(store: Store, at: datetime | None = None) -> tuple[int, list[int]]:

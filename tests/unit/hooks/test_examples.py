@@ -95,7 +95,8 @@ def test_desktop_notification_without_notify_send_logs(hook_env, monkeypatch, ca
 
 def test_webhook_posts_ready_representations_and_retries_later(hook_env):
     env = hook_env
-    with scripted_server(script=[(503, {}), (503, {}), (200, {})]) as server:
+    later = {"Retry-After": "0.2"}
+    with scripted_server(script=[(503, later), (503, later), (200, {})]) as server:
         _use_example(env, "webhook_ready", url=server.url + "/ready", retries=0, sites=[LOCAL_ID])
         env.plugin("z_after")  # after the webhook in the run order
         runner = env.runner()

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from tests.unit.hooks.conftest import wait_until
+import json
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+
+from app.hooks.state import HookState
+from app.model import EventType
+from tests.unit.hooks.conftest import LOCAL_ID, RECORDER, fill_gap, make_gap, wait_until
 
 
-def test_each_plugin_sees_each_event_once_in_order(hook_env):
-    env = hook_env
+def test_each_plugin_sees_each_event_once_in_order(any_hook_env):
+    env = any_hook_env
     env.plugin("a_first")
     env.plugin("b_second")
     runner = env.runner()
@@ -24,15 +31,6 @@ def test_each_plugin_sees_each_event_once_in_order(hook_env):
     assert all(p.state == "idle" and p.last_id == ids[-1] and p.delivered == 20
                for p in status.plugins)
 
-
-import json  # noqa: E402
-import logging  # noqa: E402
-import time  # noqa: E402
-from datetime import UTC, datetime, timedelta  # noqa: E402
-
-from app.hooks.state import HookState  # noqa: E402
-from app.model import EventType  # noqa: E402
-from tests.unit.hooks.conftest import LOCAL_ID, RECORDER, fill_gap, make_gap  # noqa: E402
 
 FLAKY = RECORDER + '''
 _record = on_event
@@ -71,8 +69,8 @@ def test_filters_pick_types_projects_and_sites(hook_env):
     assert status.callbacks == (f"on_event events=representation_ready projects=demo sites={LOCAL_ID}",)
 
 
-def test_a_failing_plugin_stops_alone_and_catches_up_once_fixed(hook_env):
-    env = hook_env
+def test_a_failing_plugin_stops_alone_and_catches_up_once_fixed(any_hook_env):
+    env = any_hook_env
     flaky = env.plugin("a_flaky", FLAKY)  # first in order: it must not hold the other back
     env.plugin("b_steady")
     runner = env.runner()
@@ -139,7 +137,7 @@ import time
 _record = on_event
 
 def on_event(event, ctx, args):
-    time.sleep(3.0 if event.data.get("stuck") else 0.05)
+    time.sleep(2.0 if event.data.get("stuck") else 0.05)
     _record(event, ctx, args)
 ''')
     env.plugin("b_after")
@@ -151,15 +149,15 @@ def on_event(event, ctx, args):
     assert all(order.index(("a_slow", i)) < order.index(("b_after", i)) for i in ids)
     stuck = env.event(1, data={"stuck": True})
     started = time.monotonic()
-    wait_until(lambda: env.ids("b_after")[-1:] == stuck, timeout=2.5, what="b passes a stuck a")
-    assert time.monotonic() - started < 2.5
+    wait_until(lambda: env.ids("b_after")[-1:] == stuck, timeout=1.5, what="b passes a stuck a")
+    assert time.monotonic() - started < 1.5
     wait_until(lambda: _plugin(runner, "a_slow").state == "stuck", timeout=2)
     assert runner.wait_idle(15)
     assert env.ids("a_slow") == ids + stuck
 
 
-def test_a_gap_waits_in_the_backlog_and_a_late_event_is_delivered(hook_env, caplog):
-    env = hook_env
+def test_a_gap_waits_in_the_backlog_and_a_late_event_is_delivered(any_hook_env, caplog):
+    env = any_hook_env
     env.plugin("recorder")
     runner = env.runner()
     _running(runner, 1)
@@ -178,8 +176,8 @@ def test_a_gap_waits_in_the_backlog_and_a_late_event_is_delivered(hook_env, capl
     assert any(f"event {missing} arrived late" in m for m in messages)
 
 
-def test_a_gap_that_never_fills_is_sealed_and_declared_lost(hook_env, caplog):
-    env = hook_env
+def test_a_gap_that_never_fills_is_sealed_and_declared_lost(any_hook_env, caplog):
+    env = any_hook_env
     env.plugin("recorder")
     runner = env.runner(gap_timeout_s=0.5)
     _running(runner, 1)
@@ -194,8 +192,8 @@ def test_a_gap_that_never_fills_is_sealed_and_declared_lost(hook_env, caplog):
     assert sealed.is_gap  # no late write can land on it any more
 
 
-def test_a_gap_before_an_old_event_is_not_waited_for(hook_env, caplog):
-    env = hook_env
+def test_a_gap_before_an_old_event_is_not_waited_for(any_hook_env, caplog):
+    env = any_hook_env
     env.plugin("recorder")
     runner = env.runner()
     _running(runner, 1)
@@ -337,8 +335,8 @@ def test_the_snapshot_is_checksummed(hook_env):
     assert HookState(env.tmp / "state")._load_snapshot() is None
 
 
-def test_events_are_pruned_after_the_retention(hook_env):
-    env = hook_env
+def test_events_are_pruned_after_the_retention(any_hook_env):
+    env = any_hook_env
     store = env.store
     old = [store.append_event(EventType.INTEGRITY_ALERT.value, "demo",
                               datetime.now(UTC) - timedelta(days=40)) for _ in range(2)]
