@@ -398,9 +398,10 @@ class EventRecord:
 class EventLogInfo:
     """Where the log stands. ``log_id`` changes only when the log itself is new (another
     database, a deleted file), which tells a reader its saved positions mean nothing here.
-    ``first_id`` is the oldest id still kept (older ones were pruned), 0 when empty;
-    ``last_id`` the newest committed id."""
+    ``pruned_through``: ids up to it may have been removed by retention pruning (0: none
+    ever were), so a reader missing one of them need not wait for it; ``last_id`` is the
+    newest committed id (0 when the log is empty)."""
 
     log_id: str
-    first_id: int
+    pruned_through: int
     last_id: int

@@ -68,7 +68,7 @@ def test_a_version_1_database_gains_the_event_log_and_keeps_its_data(db_path: Pa
     with SqliteStore(db_path) as store:
         assert [p.name for p in store.list_projects()] == ["demo"]
         info = store.event_log_info()
-        assert (info.first_id, info.last_id) == (0, 0) and len(info.log_id) == 32
+        assert (info.pruned_through, info.last_id) == (0, 0) and len(info.log_id) == 32
         store.append_event("integrity_alert", "demo", T0, site="studio")
         assert [e.type for e in store.read_events(0)] == ["integrity_alert"]
 
