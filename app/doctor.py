@@ -23,6 +23,7 @@ def run_checks(ctx: Any) -> Iterator[tuple[bool, str]]:
         yield False, f"settings: {exc}"
         return
     yield True, f"settings: {settings.path} (local_id {settings.local_id})"
+    yield from _hook_checks(settings)
     where = redact(settings.database_url) if settings.database_url else "embedded SQLite"
     try:
         store = ctx.store
@@ -71,3 +72,18 @@ def run_checks(ctx: Any) -> Iterator[tuple[bool, str]]:
             else:
                 yield True, redact(f"site {site} ({config.provider}): reachable"
                                    + (f"; {details}" if details else ""))
+
+
+def _hook_checks(settings: Any) -> Iterator[tuple[bool, str]]:
+    """Plugin folders exist and can be read (the plugins themselves load in the runner)."""
+    hooks = settings.hooks
+    if not hooks.enabled or not hooks.plugin_paths:
+        return
+    from app.hooks.plugin import discover
+
+    files, problems = discover(hooks.plugin_paths)
+    for problem in problems:
+        yield False, f"hooks: {problem}"
+    if not problems:
+        yield True, (f"hooks: {len(files)} plugin file(s) in {len(hooks.plugin_paths)} "
+                     "folder(s); `sitesync hooks list` shows them")

@@ -103,3 +103,23 @@ def test_replay_and_skip_move_one_plugin_after_a_confirmation(home, capsys, monk
     assert main(["hooks", "replay", "nope", "--from", "1", "--yes"]) == 1
     assert "has no saved position" in capsys.readouterr().err
     assert main(["hooks", "replay", "audit_log", "--from", str(head + 5), "--yes"]) == 2
+
+
+def test_doctor_checks_the_plugin_folders(home, capsys):
+    assert main(["doctor"]) == 0
+    assert "hooks: 2 plugin file(s) in 1 folder(s)" in capsys.readouterr().out
+    config = home / "cfg" / "settings.json"
+    raw = json.loads(config.read_text())
+    raw["hooks"]["plugin_paths"].append(str(home / "missing"))
+    config.write_text(json.dumps(raw))
+    assert main(["doctor"]) == 1
+    assert f"FAIL  hooks: plugin folder {home / 'missing'} does not exist" in capsys.readouterr().out
+
+
+def test_list_without_plugins_points_at_the_examples(home, capsys):
+    config = home / "cfg" / "settings.json"
+    raw = json.loads(config.read_text())
+    del raw["hooks"]
+    config.write_text(json.dumps(raw))
+    assert main(["hooks", "list"]) == 0
+    assert f"examples: {EXAMPLES}" in capsys.readouterr().out
