@@ -92,6 +92,14 @@ class HookRunner:
         self._options_seen: dict[str, dict[str, Any]] = {}
         self._passes = 0
         self._ready = threading.Event()
+        self._handlers: list[tuple[logging.Logger, logging.Handler] | None] = []
+        if log_dir is not None:
+            # The runner's own lines (gaps waited for, arrived or lost; plugins loaded,
+            # failed, retried) at INFO, so each gap leaves a line whichever way it ends.
+            hooks_log = logging.getLogger("sitesync.hooks")
+            if hooks_log.getEffectiveLevel() > logging.INFO:
+                hooks_log.setLevel(logging.INFO)
+            self._handlers.append(_add_file_handler(hooks_log, log_dir / "hooks" / "hooks.log"))
 
     # -- the API the tray and `sitesync serve` use ---------------------------------------------
 
@@ -136,6 +144,12 @@ class HookRunner:
                 _log.exception("hooks: closing the state")
         self._release_lock()
         self._state_name, self._message = "stopped", ""
+        for added in self._handlers:
+            if added is not None:
+                logger, handler = added
+                logger.removeHandler(handler)
+                handler.close()
+        self._handlers.clear()
 
     def status(self) -> HooksStatus:
         """A snapshot for the UI/CLI: cheap, takes no lock the plugins hold for long."""
@@ -182,19 +196,11 @@ class HookRunner:
         return [c for c in self._consumers if c.file.order < consumer.file.order]
 
     def plugin_log(self, name: str) -> logging.Logger:
+        """The plugin's logger: its own file beside hooks.log (which gets its lines too)."""
         logger = logging.getLogger(f"sitesync.hooks.{name}")
         if self.log_dir is not None and name not in self._loggers:
             self._loggers.add(name)
-            try:
-                folder = self.log_dir / "hooks"
-                folder.mkdir(parents=True, exist_ok=True)
-                handler = logging.handlers.RotatingFileHandler(
-                    folder / f"{name}.log", maxBytes=1_000_000, backupCount=3, encoding="utf-8")
-                handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-                logger.addHandler(handler)
-                logger.setLevel(logging.INFO)
-            except OSError as exc:
-                _log.warning("hooks: no log file for plugin %s (%s)", name, exc)
+            self._handlers.append(_add_file_handler(logger, self.log_dir / "hooks" / f"{name}.log"))
         return logger
 
     def plugin_dir(self, name: str) -> Path:
@@ -387,3 +393,21 @@ class HookRunner:
         if self._lock_file is not None:
             self._lock_file.close()  # closing releases flock / msvcrt locks
             self._lock_file = None
+
+
+def _add_file_handler(logger: logging.Logger,
+                      path: Path) -> tuple[logging.Logger, logging.Handler] | None:
+    """A rotating file handler for ``path`` on ``logger`` (once); returned for removal."""
+    target = os.path.abspath(path)
+    if any(getattr(h, "baseFilename", None) == target for h in logger.handlers):
+        return None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.handlers.RotatingFileHandler(path, maxBytes=1_000_000, backupCount=3,
+                                                       encoding="utf-8")
+    except OSError as exc:
+        _log.warning("hooks: cannot write the log file %s (%s)", path, exc)
+        return None
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    return logger, handler
