@@ -43,10 +43,11 @@ MongoDB has no multi-document transaction without a replica set, so an event can
 inserted in the same write as the state change. Instead the state change's own
 ``update_one`` also ``$push``es the event onto the representation's
 ``sitesync_outbox`` array (atomic with the change: a crash can never leave one without
-the other), and a background thread (:class:`_EventLog`) moves outbox entries into the
-log, then pulls them (the array is removed when empty). Each entry has a ``uid`` with a
-unique index, so an entry moved twice (crash between insert and pull, two processes
-draining one document) is logged once. ``representation_ready`` is derived while
+the other), and a background thread (:class:`_EventLog`) copies outbox entries into the
+log in batches, then takes them out of their documents a moment later, one write per
+document for everything logged meanwhile (the array is removed when empty). Each entry
+has a ``uid`` (unique in the log), so an entry seen twice (a crash before it was taken
+out, two processes draining one document) is logged once. ``representation_ready`` is derived while
 draining, from the document as it is then, with a ``uid`` made of the representation,
 the site and its newest ``created_dt``, so it is logged once per completion. Entries
 left by a crashed process are drained on the next start and every few minutes. The
@@ -949,7 +950,7 @@ class MongoStore(Store):
 
     def _find_raw(self, project: str, repre_id: str) -> Doc:
         doc = self._coll(project).find_one(
-            {"_id": _id_match(repre_id), "type": "representation"})
+            {"_id": _id_match(repre_id), "type": "representation"}, {_OUTBOX: 0})
         if doc is None:
             raise KeyError(f"representation {repre_id} not found in project {project!r}")
         return doc
@@ -1913,6 +1914,9 @@ class _EventLog:
 
     SCAN_INTERVAL_S = 300.0
     RETRY_S = 2.0
+    BATCH_WINDOW_S = 0.2
+    #: How long logged entries may stay in their documents before being taken out.
+    CLEANUP_DELAY_S = 0.5
 
     def __init__(self, db: Database[Doc], redact: Callable[[str], str]) -> None:
         self._db = db
@@ -1927,6 +1931,12 @@ class _EventLog:
         self._next_scan = 0.0
         self._indexed = False
         self._counter_ready = False
+        #: Entries logged but still in their documents, by (project, representation id).
+        self._logged: dict[tuple[str, str], set[Any]] = {}
+        #: Each document's outbox as its last drain read it (for the one-write removal).
+        self._outbox_seen: dict[tuple[str, str], list[Any]] = {}
+        self._next_cleanup = 0.0
+        self._cleanup_now = False
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -1953,11 +1963,13 @@ class _EventLog:
         self._ensure_counter()
         return self._counters.find_one({"_id": "events"}) or {}
 
-    def _allocate(self) -> int:
+    def _allocate(self, count: int = 1) -> int:
+        """Take ``count`` ids; returns the last one (they are last-count+1 .. last)."""
         for _ in range(5):
             self._ensure_counter()
             doc = self._counters.find_one_and_update(
-                {"_id": "events"}, {"$inc": {"seq": 1}}, return_document=ReturnDocument.AFTER)
+                {"_id": "events"}, {"$inc": {"seq": count}},
+                return_document=ReturnDocument.AFTER)
             if doc is not None:
                 return int(doc["seq"])
             self._counter_ready = False  # deleted by hand? create it again
@@ -2015,10 +2027,13 @@ class _EventLog:
         self._thread.start()
 
     def flush(self, timeout_s: float) -> bool:
+        """Wait until every hinted outbox is in the log and removed from its document."""
         deadline = time.monotonic() + max(0.0, timeout_s)
         with self._cond:
+            self._cleanup_now = True
+            self._cond.notify_all()
             # A scan is due on the thread's first pass: leftovers of a crashed process count.
-            while self._pending or self._busy or (
+            while self._pending or self._busy or self._logged or (
                     self._thread is not None and time.monotonic() >= self._next_scan):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._thread is None:
@@ -2040,15 +2055,25 @@ class _EventLog:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._pending and not self._stopping and \
-                        time.monotonic() < self._next_scan:
-                    self._cond.wait(max(0.0, self._next_scan - time.monotonic()))
+                while not self._pending and not self._stopping and not self._cleanup_due() \
+                        and time.monotonic() < self._next_scan:
+                    self._cond.wait(max(0.0, min(self._next_scan, self._next_cleanup)
+                                        - time.monotonic()))
                 if self._stopping:
                     return
+                if self._pending and not self._cleanup_now:
+                    # A moment to gather: one pass then serves many writes (a busy engine
+                    # records several files per BATCH_WINDOW_S). New hints notify the
+                    # condition, so wait for the deadline, not the first notification.
+                    gather_until = time.monotonic() + self.BATCH_WINDOW_S
+                    while not self._stopping and not self._cleanup_now and \
+                            time.monotonic() < gather_until:
+                        self._cond.wait(gather_until - time.monotonic())
                 batch = list(self._pending)
                 self._pending.clear()
+                cleanup = self._cleanup_due()
                 self._busy = True
-            failed = self._work(batch)
+            failed = self._work(batch, cleanup)
             with self._cond:
                 self._busy = False
                 for key in failed:
@@ -2057,9 +2082,13 @@ class _EventLog:
                 if failed:
                     self._cond.wait(self.RETRY_S)
 
-    def _work(self, batch: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        """Drain ``batch`` (and scan when due); returns the keys to try again."""
-        failed: list[tuple[str, str]] = []
+    def _cleanup_due(self) -> bool:
+        return bool(self._logged) and (self._cleanup_now or
+                                       time.monotonic() >= self._next_cleanup)
+
+    def _work(self, batch: list[tuple[str, str]], cleanup: bool) -> list[tuple[str, str]]:
+        """Drain ``batch`` (and scan, and tidy the outboxes, when due); returns the keys
+        to try again."""
         try:
             if time.monotonic() >= self._next_scan:
                 self._next_scan = time.monotonic() + self.SCAN_INTERVAL_S
@@ -2068,15 +2097,22 @@ class _EventLog:
             self._next_scan = time.monotonic() + self.RETRY_S
             log.warning("event log: cannot look for undrained events (%s); retrying",
                         self._redact(str(exc))[:200])
-        for key in batch:
+        by_project: dict[str, list[str]] = {}
+        for project, repre_id in batch:
+            by_project.setdefault(project, []).append(repre_id)
+        failed: list[tuple[str, str]] = []
+        for project, repre_ids in by_project.items():
             try:
-                self._drain(*key)
+                self._drain(project, repre_ids)
             except PyMongoError as exc:
-                failed.append(key)
-                log.warning("event log: events of %s/%s not logged yet (%s); retrying",
-                            key[0], key[1], self._redact(str(exc))[:200])
+                failed.extend((project, r) for r in repre_ids)
+                log.warning("event log: events of %d representation(s) in %s not logged yet "
+                            "(%s); retrying", len(repre_ids), project,
+                            self._redact(str(exc))[:200])
             except Exception:
-                log.exception("event log: cannot drain %s/%s", *key)
+                log.exception("event log: cannot drain %s", project)
+        if cleanup:
+            self._tidy()
         return failed
 
     def _scan(self) -> list[tuple[str, str]]:
@@ -2088,31 +2124,111 @@ class _EventLog:
                 found.append((name, str(doc["_id"])))
         return found
 
-    def _drain(self, project: str, repre_id: str) -> None:
+    def _drain(self, project: str, repre_ids: list[str]) -> None:
+        """Log the outbox entries of these representations: one read of the documents,
+        one block of ids, one insert.
+
+        The documents are not changed here: taking the entries out is another write of
+        each (large) document, so :meth:`_tidy` does it later for everything logged
+        meanwhile, one write per document however many events it carried."""
         coll = self._db[project]
-        doc = coll.find_one({"_id": _id_match(repre_id)}, _DRAIN_PROJECTION)
-        outbox = doc.get(_OUTBOX) if doc is not None else None
-        if not isinstance(outbox, list) or not outbox:
+        wanted: list[Any] = []
+        for repre_id in repre_ids:
+            wanted.extend([ObjectId(repre_id), repre_id] if _HEX24.match(repre_id) else [repre_id])
+        docs = [d for d in coll.find({"_id": {"$in": wanted}}, _DRAIN_PROJECTION)
+                if isinstance(d.get(_OUTBOX), list) and d[_OUTBOX]]
+        if not docs:
             return
-        entries = [e for e in outbox if isinstance(e, Mapping) and "uid" in e]
-        synced_sites: list[str] = []
-        for entry in entries:
-            self.insert({
-                "uid": entry["uid"], "type": str(entry.get("type", "")),
-                "at": entry.get("at") or _wall_now(), "project": project,
-                "site": str(entry.get("site") or ""), "repre_id": str(doc["_id"]),
-                "file_id": str(entry.get("file_id") or ""), "data": entry.get("data") or {},
-            })
-            site = str(entry.get("site") or "")
-            if entry.get("type") == EventType.FILE_SYNCED.value and site not in synced_sites:
-                synced_sites.append(site)
-        for site in synced_sites:
-            ready = _ready_event(project, doc, site)
-            if ready is not None:
-                self.insert(ready)
-        coll.update_one({"_id": doc["_id"]},
-                        {"$pull": {_OUTBOX: {"uid": {"$in": [e["uid"] for e in entries]}}}})
-        coll.update_one({"_id": doc["_id"], _OUTBOX: {"$size": 0}}, {"$unset": {_OUTBOX: ""}})
+        candidates: list[tuple[tuple[str, str], Doc]] = []
+        for doc in docs:
+            key = (project, str(doc["_id"]))
+            known = self._logged.get(key, set())
+            synced_sites: list[str] = []
+            for entry in doc[_OUTBOX]:
+                if not isinstance(entry, Mapping) or "uid" not in entry or entry["uid"] in known:
+                    continue
+                site = str(entry.get("site") or "")
+                candidates.append((key, {
+                    "uid": entry["uid"], "type": str(entry.get("type", "")),
+                    "at": entry.get("at") or _wall_now(), "project": project, "site": site,
+                    "repre_id": str(doc["_id"]), "file_id": str(entry.get("file_id") or ""),
+                    "data": entry.get("data") or {},
+                }))
+                if entry.get("type") == EventType.FILE_SYNCED.value and site not in synced_sites:
+                    synced_sites.append(site)
+            candidates.extend((key, ready) for site in synced_sites
+                              if (ready := _ready_event(project, doc, site)) is not None)
+        if not candidates:
+            return
+        # Usually none is logged yet; one that is (another process drained the same
+        # document) is refused by the unique uid and settled by insert_many.
+        self.insert_many([event for _, event in candidates])
+        with self._cond:
+            for doc in docs:
+                self._outbox_seen[(project, str(doc["_id"]))] = doc[_OUTBOX]
+            for key, event in candidates:
+                if not str(event["uid"]).startswith("ready:"):
+                    self._logged.setdefault(key, set()).add(event["uid"])
+            if self._next_cleanup <= time.monotonic():
+                self._next_cleanup = time.monotonic() + self.CLEANUP_DELAY_S
+
+    def _tidy(self) -> None:
+        """Take logged entries out of their documents (the array goes when empty)."""
+        with self._cond:
+            logged, self._logged = self._logged, {}
+            seen, self._outbox_seen = self._outbox_seen, {}
+            self._cleanup_now = False
+            self._next_cleanup = time.monotonic() + self.CLEANUP_DELAY_S
+        retry: dict[tuple[str, str], set[Any]] = {}
+        for (project, repre_id), uids in logged.items():
+            coll = self._db[project]
+            match = _id_match(repre_id)
+            outbox = seen.get((project, repre_id))
+            try:
+                # Usually nothing was added since the last drain read the array: one
+                # compare-and-swap write removes it. Otherwise pull what was logged.
+                if outbox is not None and {e.get("uid") for e in outbox
+                                           if isinstance(e, Mapping)} <= uids and \
+                        coll.update_one({"_id": match, _OUTBOX: outbox},
+                                        {"$unset": {_OUTBOX: ""}}).matched_count:
+                    continue
+                coll.update_one({"_id": match},
+                                {"$pull": {_OUTBOX: {"uid": {"$in": list(uids)}}}})
+                coll.update_one({"_id": match, _OUTBOX: {"$size": 0}}, {"$unset": {_OUTBOX: ""}})
+            except PyMongoError as exc:
+                retry[(project, repre_id)] = uids
+                log.warning("event log: cannot tidy the outbox of %s/%s (%s); retrying",
+                            project, repre_id, self._redact(str(exc))[:200])
+        if retry:
+            with self._cond:
+                for key, uids in retry.items():
+                    self._logged.setdefault(key, set()).update(uids)
+
+    def insert_many(self, docs: list[Doc]) -> None:
+        """Log ``docs`` (each with its ``uid``) in order under a block of fresh ids.
+
+        What the block insert refuses is settled one by one by :meth:`insert`: a sealed
+        id gets a new one, an event already logged (same uid) is left as it is."""
+        if not docs:
+            return
+        if len(docs) == 1:
+            self.insert(docs[0])
+            return
+        self._ensure_indexes()
+        last = self._allocate(len(docs))
+        first = last - len(docs) + 1
+        try:
+            self._events.insert_many([{"_id": first + i, **doc} for i, doc in enumerate(docs)],
+                                     ordered=False)
+        except BulkWriteError as exc:
+            for error in (exc.details or {}).get("writeErrors", []):
+                if error.get("code") != 11000:
+                    raise
+                index = int(error["index"])
+                if "_id" in (error.get("keyPattern") or {}):
+                    self.insert(docs[index])  # that id was sealed: take another
+                else:
+                    self.seal(first + index, _wall_now())  # logged already: free the id
 
 
 # -- helpers used by the store ------------------------------------------------------------------
