@@ -172,15 +172,20 @@ def _serve(ctx: _Context, log_file: logging.Handler | None) -> int:
                "(check publish_site and remote_site; `sitesync doctor` explains)")
     for pair in pairs or ():
         _print(f"serving {pair.project}: {pair.active} <-> {pair.remote}")
-    if settings.hooks.enabled and settings.hooks.plugin_paths:
+    hooks_on = settings.hooks.enabled and bool(settings.hooks.plugin_paths)
+    if hooks_on:
         _print(f"hooks: plugins from {', '.join(str(p) for p in settings.hooks.plugin_paths)}")
     hooks.start()
-    hooks.wait_ready(10.0)
+    if hooks.wait_ready(10.0) and hooks_on:
+        status = hooks.status()
+        names = ", ".join(p.name for p in status.plugins) or "none found"
+        _print(f"hooks: {len(status.plugins)} plugin(s) ({names}); {status.state}"
+               + (f": {status.message}" if status.message else ""))
     engine.start(once=once)
     while not stop.is_set() and not engine.wait_stopped(0.2):
         pass
     engine.stop(drain=False)
-    if once and not stop.is_set() and settings.hooks.enabled and settings.hooks.plugin_paths:
+    if once and not stop.is_set() and hooks_on:
         hooks.wait_idle(60.0)  # --once: the hooks finish what the run logged
     hooks.stop()
     counts = engine.counts
