@@ -457,7 +457,7 @@ def test_two_processes_draining_one_outbox_log_each_event_once(mongo_uri, db_nam
         b.close()
     # b's insert was refused by the unique uid: logged once, and the ids b took for the
     # refused copies are sealed at once, so no reader waits for them.
-    assert [e.is_gap for e in records][0] is False
+    assert records[0].is_gap is False
     assert len([e for e in records if not e.is_gap]) == 1 and all(e.is_gap for e in records[1:])
 
 
