@@ -1299,15 +1299,23 @@ class MongoStore(Store):
         staged = counted[0]["n"] if counted else 0
         if not staged:
             return 0
+        # The file_synced events ride in the completing update (representation_ready is
+        # derived when they are drained). Read after the count: if a file is still
+        # unstaged here, whoever stages it completes the representation with all events.
+        events = _staged_events(self._find_raw(project, repre_id), site, now)
+        if events is None:
+            return 0
         done = coll.update_one(
             {"_id": repre_key,
              "$nor": [{"files": {"$elemMatch": {"sites": {"$elemMatch": _unstaged(site)}}}}]},
             {"$set": {"files.$[].sites.$[s].created_dt": _aware(now),
-                      "files.$[].sites.$[s].progress": ""}},
+                      "files.$[].sites.$[s].progress": ""},
+             "$push": {_OUTBOX: {"$each": events}}},
             array_filters=[{"s.name": site, "s.sitesync_staged_dt": {"$exists": True},
                             "s.created_dt": {"$exists": False}}])
         if not done.matched_count:
             return 0
+        self._log.hint(project, repre_id)
         coll.update_one(
             {"_id": repre_key},
             {"$unset": {"files.$[].sites.$[s].sitesync_staged_dt": "",
@@ -1844,6 +1852,25 @@ class MongoStore(Store):
 def _wall_now() -> datetime:
     """Time of a user action (the store API passes no clock for those)."""
     return datetime.now(UTC)
+
+
+def _staged_events(doc: Mapping[str, Any], site: str, now: datetime) -> list[Doc] | None:
+    """file_synced outbox entries for the staged entries of ``site``; None when some
+    file's entry is neither available nor staged (not complete yet)."""
+    events = []
+    for raw_file in doc.get("files") or []:
+        sites = raw_file.get("sites") if isinstance(raw_file, Mapping) else None
+        entry = next((e for e in sites or [] if isinstance(e, Mapping) and e.get("name") == site),
+                     None)
+        if entry is None or entry.get("created_dt") not in (None, ""):
+            continue
+        if entry.get("sitesync_staged_dt") in (None, ""):
+            return None
+        events.append(_outbox_entry(EventType.FILE_SYNCED, now, site, str(raw_file.get("_id")), {
+            "path": raw_file.get("path"), "size": raw_file.get("size"),
+            "checksum": entry.get("sitesync_checksum"), "provider_id": entry.get("id"),
+            "staged": True}))
+    return events
 
 
 def _outbox_entry(kind: EventType, now: datetime, site: str, file_id: str, data: Doc) -> Doc:

@@ -1330,18 +1330,37 @@ class SqliteStore(Store):
 
     @_guarded
     def complete_staged(self, project: str, repre_id: str, site: str, now: datetime) -> int:
+        """Also appends, in the same transaction, file_synced for every file completed and
+        representation_ready."""
+        staged_files = f"""
+            FROM file_sites AS fs JOIN files AS f ON f.seq = fs.file_seq
+            WHERE fs.site = :site AND fs.staged_dt IS NOT NULL AND fs.created_dt IS NULL
+              AND fs.file_seq IN ({_REPRE_FILES})
+        """
         with self._write() as conn:
             repre_seq = self._repre_seq(conn, project, repre_id)
             if self._has_unstaged(conn, repre_seq, site):
                 return 0
-            return conn.execute(
+            params = {"now": _ts(now), "site": site, "repre_seq": repre_seq}
+            files = conn.execute(
+                f"SELECT f.id, f.path, f.size, fs.checksum, fs.provider_id {staged_files} "
+                "ORDER BY f.position", params).fetchall()
+            completed = conn.execute(
                 f"""
                 UPDATE file_sites SET created_dt = :now, staged_dt = NULL, progress = NULL
                 WHERE site = :site AND staged_dt IS NOT NULL AND created_dt IS NULL
                   AND file_seq IN ({_REPRE_FILES})
                 """,
-                {"now": _ts(now), "site": site, "repre_seq": repre_seq},
+                params,
             ).rowcount
+            if completed:
+                for row in files:
+                    _append_event(conn, EventType.FILE_SYNCED, project, now, site, repre_id,
+                                  row["id"], {"path": row["path"], "size": row["size"],
+                                              "checksum": row["checksum"],
+                                              "provider_id": row["provider_id"], "staged": True})
+                _append_if_ready(conn, project, repre_id, site, now)
+            return completed
 
     def _update_held(
         self, claim: Claim, assignments: str, params: dict[str, Any],

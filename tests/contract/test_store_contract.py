@@ -788,3 +788,26 @@ def test_pruning_drops_old_events_and_ids_are_never_reused(store):
     # log stands.
     assert store.prune_events(T0 + timedelta(days=1)) == 0
     assert store.append_event("integrity_alert", "demo", T0) > max([*old, kept])
+
+
+def test_completing_staged_files_logs_each_file_then_the_representation(store):
+    """"When complete" entries become available together; so do their events."""
+    store.ensure_project("demo")
+    repre = make_repre(files=3, sites={"studio": {"created_dt": T0, "checksum": "sha256:aa"}})
+    store.insert_representation(repre)
+    store.add_site("demo", repre.id, "local", atomic=True)
+    work = store.find_work("demo", "local", "studio", RETRY, T0)
+    claims = store.claim_many(work, "engine", later(60), T0)
+    start = _mark(store)
+    for claim in claims[:2]:
+        assert store.record_staged(claim, "sha256:aa", later(1))
+    assert store.complete_staged("demo", repre.id, "local", later(2)) == 0
+    assert _events(store, start) == []  # staged is not available: nothing to tell yet
+    assert store.record_staged(claims[2], "sha256:aa", later(3))
+    assert store.complete_staged("demo", repre.id, "local", later(4)) == 3
+    events = _events(store, start)
+    assert [e.type for e in events] == ["file_synced"] * 3 + ["representation_ready"]
+    assert sorted(e.file_id for e in events[:3]) == sorted(f.id for f in repre.files)
+    assert all(e.site == "local" and e.data["staged"] and e.data["checksum"] == "sha256:aa"
+               for e in events[:3])
+    assert events[3].data["files"] == 3
