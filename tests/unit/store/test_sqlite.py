@@ -48,7 +48,7 @@ def test_schema_version_is_set_and_reopening_keeps_the_data(db_path: Path) -> No
     repre_id = first.insert_representation(make_repre())
     first.close()
     first.close()  # twice is fine
-    assert _raw(db_path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert _raw(db_path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
 
     with SqliteStore(db_path) as second:
         assert [(p.name, p.code, p.representations) for p in second.list_projects()] == [

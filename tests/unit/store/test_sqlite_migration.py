@@ -1,5 +1,6 @@
 """A database made by the first SiteSync release (schema 1) opens in this one (schema 2:
-"when complete" entries) with every row intact and the new columns at their defaults."""
+"when complete" entries; 3: the event log) with every row intact and the new columns at
+their defaults."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ def test_a_version_1_database_is_upgraded_in_place(tmp_path: Path) -> None:
     conn.execute("INSERT INTO file_sites (file_seq, site) VALUES (1, 'local')")
     conn.close()
     with SqliteStore(path) as store:
-        assert SCHEMA_VERSION == 2
+        assert SCHEMA_VERSION == 3
+        assert store.event_log_info().last_id == 0
         file = store.get_file("demo", "r1", "f1")
         assert file.site("studio").created_dt == T0
         local = file.site("local")
@@ -34,7 +36,7 @@ def test_a_version_1_database_is_upgraded_in_place(tmp_path: Path) -> None:
         assert [w.file_id for w in store.find_work("demo", "local", "studio", 3, T0)] == ["f1"]
         store.insert_representation(make_repre(project="demo"))
     check = sqlite3.connect(path)
-    assert check.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert check.execute("PRAGMA user_version").fetchone()[0] == 3
     index_sql = check.execute(
         "SELECT sql FROM sqlite_master WHERE name = 'file_sites_queued'").fetchone()[0]
     assert "staged_dt IS NULL" in index_sql
