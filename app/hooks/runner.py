@@ -29,7 +29,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, Any
 
-from app.errors import StoreUnavailableError
+from app.errors import ConfigError, StoreUnavailableError
 from app.hooks.consumer import Consumer
 from app.hooks.plugin import PluginFile, discover
 from app.hooks.state import HookState
@@ -69,6 +69,8 @@ class HookRunner:
         self.store = store
         self.settings: HooksSettings = settings.hooks
         self.local_id = settings.local_id
+        self._settings_path = settings.path
+        self._settings_mtime = _mtime(settings.path)
         self.state_dir = Path(state_dir)
         self.log_dir = log_dir
         self._clock = clock
@@ -167,6 +169,8 @@ class HookRunner:
         supervisor's next pass (plugins whose options changed are reloaded)."""
         self.settings = settings.hooks
         self.local_id = settings.local_id
+        self._settings_path = settings.path
+        self._settings_mtime = _mtime(settings.path)
         self._poke.set()
 
     def wait_idle(self, timeout_s: float = 30.0) -> bool:
@@ -240,6 +244,7 @@ class HookRunner:
             self._poke.wait(self.settings.reload_interval_s)
 
     def _pass(self) -> None:
+        self._reload_settings_if_changed()
         settings = self.settings
         self._maybe_prune()
         if not settings.enabled:
@@ -259,6 +264,24 @@ class HookRunner:
         self.state.snapshot()
         self._state_name = "running"
         self._message = self.state.recovery_note
+
+    def _reload_settings_if_changed(self) -> None:
+        """Apply the settings file when another process saved it (the settings dialog,
+        an editor): plugin folders, switches and options are live, in `serve` too. An
+        invalid file keeps the running settings; the loader reports it."""
+        mtime = _mtime(self._settings_path)
+        if mtime is None or mtime == self._settings_mtime:
+            return
+        self._settings_mtime = mtime
+        try:
+            from app.settings import load_settings
+
+            settings = load_settings(self._settings_path)
+        except (ConfigError, OSError) as exc:
+            _log.error("hooks: the settings file changed but cannot be used; keeping the "
+                       "running hook settings: %s", exc)
+            return
+        self.settings, self.local_id = settings.hooks, settings.local_id
 
     def _open_state(self) -> None:
         state = HookState(self.state_dir)
@@ -411,3 +434,10 @@ def _add_file_handler(logger: logging.Logger,
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger.addHandler(handler)
     return logger, handler
+
+
+def _mtime(path: Path | None) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns if path is not None else None
+    except (OSError, TypeError, ValueError):
+        return None

@@ -345,3 +345,18 @@ def test_events_are_pruned_after_the_retention(any_hook_env):
     wait_until(lambda: runner.status().state == "running")
     assert [e.id for e in store.read_events(0)] == kept
     assert old[-1] < kept[0]
+
+
+def test_a_settings_file_saved_elsewhere_is_applied(hook_env):
+    """`sitesync serve` has no settings dialog: the runner follows the file itself."""
+    env = hook_env
+    env.plugin("switchable", enabled=False)
+    runner = env.runner()
+    _running(runner, 1)
+    assert _plugin(runner, "switchable").state == "disabled"
+    ids = env.event(2)
+    env.hooks["plugins"]["switchable"]["enabled"] = True
+    time.sleep(0.05)  # a new mtime even on coarse file systems
+    env.settings()  # writes the file only; nobody calls update_settings
+    wait_until(lambda: _plugin(runner, "switchable").state == "idle", what="switched on")
+    assert runner.wait_idle(15) and env.ids("switchable") == ids
