@@ -1176,7 +1176,7 @@ class MongoStore(Store):
             offset += len(page)
             page = None  # the next page replaces it, never joins it
             more = coll.find_one({"_id": doc["_id"]},
-                                 {"files": {"$slice": [offset, self.files_page]}})
+                                 {"files": {"$slice": [offset, self.files_page]}, _OUTBOX: 0})
             if more is not None:
                 page = self._parse_files(project, more, offset)
 
@@ -1748,7 +1748,7 @@ class MongoStore(Store):
             return []
         doc = self._coll(project).find_one(
             {"_id": _id_match(repre_id), "type": "representation"},
-            {"files": {"$slice": [max(0, offset), count]}})
+            {"files": {"$slice": [max(0, offset), count]}, _OUTBOX: 0})
         if doc is None:
             raise KeyError(f"representation {repre_id} not found in project {project!r}")
         return self._parse_files(project, doc, offset)
