@@ -480,7 +480,7 @@ def test_event_collections_are_not_projects_and_not_usable_as_one(mstore):
     mstore.ensure_project("demo")
     mstore.append_event("integrity_alert", "demo", T0)
     assert [p.name for p in mstore.list_projects()] == ["demo"]
-    with pytest.raises(ValueError):
+    with pytest.raises(KeyError, match="SiteSync's own"):
         mstore.ensure_project("sitesync_events")
 
 
