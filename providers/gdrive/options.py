@@ -69,14 +69,9 @@ def _credentials_path(site: str, value: Any) -> str:
            "(see docs/providers/gdrive.md, 'Service account')")
     if isinstance(value, Mapping):  # OpenPype's {"windows": ..., "linux": ..., "darwin": ...}
         value = value.get(current_platform())
-    candidates = value if isinstance(value, list) else [value]  # AYON: first existing wins
-    paths = [_expand(c) for c in candidates if isinstance(c, str) and c.strip()]
-    if not paths:
+    if not isinstance(value, str) or not value.strip():
         raise _error(site, key, f"no service account key file is set for {current_platform()}", fix)
-    for path in paths:
-        if os.path.exists(path):
-            return path
-    return paths[0]
+    return _expand(value)
 
 
 def _whole(site: str, config: Mapping[str, Any], key: str, minimum: int) -> int:
