@@ -19,8 +19,13 @@ MongoDB-wire server the tests use), which is written in Python: it is far slower
 real MongoDB, so its column shows what the store's queries cost there, not what a studio
 MongoDB would do.
 
+20,000 representations take SecantusDB about 4.5 minutes on a quiet 2-core machine;
+under heavy load a summary page can run past its operation limit (cancelled): use
+fewer (``--mongo 5000``) then.
+
 Usage:  python -m bench.store_scale [--sqlite 1000000] [--mongo 20000] [--repeat 5]
-                                    [--queued 0.01] [--no-engine] [--out FILE]
+                                    [--queued 0.01] [--engine-files 2000] [--no-openpype]
+                                    [--out FILE]
 """
 
 from __future__ import annotations
