@@ -2084,8 +2084,11 @@ class _EventLog:
             with self._cond:
                 while not self._pending and not self._stopping and not self._cleanup_due() \
                         and time.monotonic() < self._next_scan:
-                    self._cond.wait(max(0.0, min(self._next_scan, self._next_cleanup)
-                                        - time.monotonic()))
+                    # The cleanup time matters only while something logged awaits it: a
+                    # past cleanup time with nothing to tidy must not turn this into a spin.
+                    wake_at = min(self._next_scan, self._next_cleanup) if self._logged \
+                        else self._next_scan
+                    self._cond.wait(max(0.0, wake_at - time.monotonic()))
                 if self._stopping:
                     return
                 if self._pending and not self._cleanup_now:

@@ -501,3 +501,24 @@ def test_a_block_of_ids_holding_a_sealed_one_still_logs_every_event(mstore, raw)
     assert len(raw.demo.find_one({"_id": doc["_id"]})["sitesync_outbox"]) == 3
     mstore._log._tidy()
     assert "sitesync_outbox" not in raw.demo.find_one({"_id": doc["_id"]})
+
+
+def test_an_idle_event_log_thread_sleeps_instead_of_spinning(mstore, raw):
+    """Once everything is drained and tidied the drain thread waits for a hint or the
+    next scan. It used to wake at once, forever, when the cleanup time had passed with
+    nothing left to tidy: one spinning thread per store starved everything else."""
+    raw.demo.insert_one(openpype_project())
+    doc = openpype_repre(files=1)
+    raw.demo.insert_one(doc)
+    work = mstore.find_work("demo", "studio", "gdrive", RETRY, T0)
+    claim = mstore.claim(work[0], "e1", T0 + timedelta(seconds=60), T0)
+    assert mstore.record_success(claim, "id", "sha256:ab", T0)
+    assert mstore.flush_events(10)
+    log = mstore._log
+    passes = itertools.count()
+    real_due = log._cleanup_due
+    log._cleanup_due = lambda: (next(passes), real_due())[1]
+    with log._cond:
+        log._cond.notify_all()  # one wake-up, as a hint would give
+    time.sleep(1.0)
+    assert next(passes) < 20, "the drain thread keeps waking with nothing to do"
