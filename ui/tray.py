@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QAction
@@ -28,6 +29,7 @@ from app import paths
 from app.engine.engine import Engine
 from app.errors import SiteSyncError, StoreUnavailableError
 from app.events.bus import EventBus
+from app.hooks import HookRunner
 from app.model import Status, SummaryQuery
 from app.redact import redact
 from app.settings import Settings
@@ -38,6 +40,9 @@ from ui.icons import app_icon, state_icon
 from ui.notifications import Notice, Notifier
 from ui.settings_dialog import SettingsDialog
 from ui.tray_state import TrayView, tray_view
+
+if TYPE_CHECKING:  # the window is imported on first use (it pulls in ui.queue)
+    from ui.plugins_view import PluginsView
 
 __all__ = ["Session", "TrayController", "count_failed", "open_session"]
 
@@ -52,6 +57,8 @@ _RESTART_ENGINE_KEYS = ("workers_per_site", "serve_site")
 class Session:
     store: Store
     engine: Engine
+    #: The event hook plugins (None when they could not start: syncing goes on).
+    hooks: HookRunner | None = None
 
 
 def open_session(settings: Settings, bus: EventBus, state_path: Path, *,
@@ -70,7 +77,20 @@ def open_session(settings: Settings, bus: EventBus, state_path: Path, *,
     except BaseException:
         store.close()
         raise
-    return Session(store, engine)
+    return Session(store, engine, start_hooks(store, settings))
+
+
+def start_hooks(store: Store, settings: Settings) -> HookRunner | None:
+    """The event hook plugins beside the engine, on their own threads (on standby when
+    `sitesync serve` already runs them on this machine). A runner that cannot start is
+    logged and left out: hooks never stop syncing."""
+    try:
+        hooks = HookRunner(store, settings, log_dir=paths.log_dir())
+        hooks.start()
+    except Exception:
+        _log.exception("event hooks cannot start; syncing goes on without them")
+        return None
+    return hooks
 
 
 def count_failed(store: Store, settings: Settings) -> int:
@@ -102,9 +122,17 @@ def needs_restart(old: Settings, new: Settings) -> tuple[bool, bool]:
 def _stop_session(session: Session | None, timeout_s: float, close_store: bool = True) -> None:
     if session is None:
         return
+    hooks_stop = None
+    if session.hooks is not None:
+        # Beside the engine's stop, not after it: the two waits overlap.
+        hooks_stop = threading.Thread(target=session.hooks.stop, args=(min(timeout_s, 5.0),),
+                                      name="sitesync-hooks-stop", daemon=True)
+        hooks_stop.start()
     try:
         session.engine.stop(drain=False, timeout_s=timeout_s)
     finally:
+        if hooks_stop is not None:
+            hooks_stop.join(min(timeout_s, 5.0) + 1.0)
         if close_store:
             session.store.close()
 
@@ -141,6 +169,7 @@ class TrayController(QObject):
         self.view: TrayView | None = None
         self.window: QWidget | None = None
         self.settings_dialog: SettingsDialog | None = None
+        self.plugins_window: PluginsView | None = None
         self._window_factory = window_factory
         self._quit_timeout_s = quit_timeout_s
         self._quitting = False
@@ -166,6 +195,7 @@ class TrayController(QObject):
         self.sync_action = self._action("Sync now", self.sync_now)
         self.menu.addSeparator()
         self.settings_action = self._action("Settings…", self.open_settings)
+        self.plugins_action = self._action("Event hooks…", self.open_plugins)
         self.menu.addSeparator()
         self.quit_action = self._action("Quit", self.quit)
         self.tray.setContextMenu(self.menu)
@@ -232,6 +262,7 @@ class TrayController(QObject):
         self._busy = False
         self._set_engine_actions(True)
         self._status_timer.start()
+        self._feed_plugins_window()
         self.refresh_failed()
         self.update_view()
         self.session_ready.emit()
@@ -396,6 +427,29 @@ class TrayController(QObject):
         self.settings_dialog.raise_()
         self.settings_dialog.activateWindow()
 
+    def open_plugins(self) -> None:
+        """Show the event hook plugins (created on first use): state, place in the event
+        log, backlog and errors, from the session's HookRunner on a worker thread."""
+        if self.plugins_window is None:
+            from ui.plugins_view import PluginsView
+
+            view = PluginsView()
+            view.setWindowTitle("SiteSync: Event hooks")
+            view.resize(900, 320)
+            self.plugins_window = view
+        self._feed_plugins_window()
+        self.plugins_window.show()
+        self.plugins_window.raise_()
+        self.plugins_window.activateWindow()
+
+    def _feed_plugins_window(self) -> None:
+        """Point the plugins window at the current session's runner (none while the
+        session is being opened or restarted: it says "not started")."""
+        if self.plugins_window is None:
+            return
+        hooks = self.session.hooks if self.session is not None else None
+        self.plugins_window.set_source(hooks.status if hooks is not None else None)
+
     @Slot(int)
     def _on_settings_closed(self, _result: int) -> None:
         if self.settings_dialog is not None:
@@ -417,8 +471,12 @@ class TrayController(QObject):
             return
         restart, reopen = needs_restart(old, new)
         if not restart:
-            self.background.submit(lambda: session.engine.update_settings(new),
-                                   name="sitesync-apply-settings")
+            def apply() -> None:
+                session.engine.update_settings(new)
+                if session.hooks is not None:
+                    session.hooks.update_settings(new)
+
+            self.background.submit(apply, name="sitesync-apply-settings")
             update = getattr(self.window, "update_settings", None)
             if update is not None:
                 update(new)
@@ -426,6 +484,7 @@ class TrayController(QObject):
             return
         self.session = None
         self._close_window()
+        self._feed_plugins_window()
         timeout = self._quit_timeout_s
         self._busy = True
         self._set_engine_actions(False)
@@ -467,6 +526,12 @@ class TrayController(QObject):
         self._close_window()
         if self.settings_dialog is not None:
             self.settings_dialog.close()
+        if self.plugins_window is not None:
+            # Deleted here, on the GUI thread: left to Python's collector, the top-level
+            # widget could be destroyed on whichever thread runs the collection.
+            view, self.plugins_window = self.plugins_window, None
+            view.close()
+            view.deleteLater()
         session, self.session = self.session, None
         timeout = self._quit_timeout_s
 

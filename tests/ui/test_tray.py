@@ -64,7 +64,8 @@ def test_downloads_sync_and_the_icon_follows_the_engine(live, make_controller, q
     repre = live.publish(store, "studio", "sh010", files=3)
     controller = started(make_controller, qtbot)
     texts = [a.text() for a in controller.menu.actions() if not a.isSeparator()]
-    assert texts[1:] == ["Open Sync Queue", "Pause syncing", "Sync now", "Settings…", "Quit"]
+    assert texts[1:] == ["Open Sync Queue", "Pause syncing", "Sync now", "Settings…", "Event hooks…",
+                         "Quit"]
     assert not controller.status_action.isEnabled()  # the first line only tells the state
     qtbot.waitUntil(lambda: live.synced(store, repre, LOCAL_ID), timeout=20000)
     qtbot.waitUntil(lambda: controller.view.state == "idle"
