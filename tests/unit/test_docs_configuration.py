@@ -14,6 +14,7 @@ from app.settings import (
     COMMON_SITE_OPTIONS,
     ENGINE_OPTIONS,
     GLOBAL_OPTIONS,
+    HOOKS_OPTIONS,
     PROVIDER_OPTIONS,
     validate,
 )
@@ -34,6 +35,19 @@ def test_every_settings_key_is_documented(key):
     assert f"| `{key}` |" in TEXT, (
         f"settings key {key!r} (app/settings/schema.py) has no row in docs/configuration.md: "
         "add one with its default and meaning")
+
+
+@pytest.mark.parametrize("option", HOOKS_OPTIONS, ids=lambda o: o.key)
+def test_every_hooks_key_is_documented_with_its_default(option):
+    row = re.search(rf"^\| `hooks\.{re.escape(option.key)}` \| `([^`]*)` \|", TEXT, flags=re.M)
+    assert row, (f"settings key hooks.{option.key} (app/settings/schema.py) has no row in "
+                 "docs/configuration.md: add one with its default and meaning")
+    default = list(option.default) if isinstance(option.default, tuple) else option.default
+    assert json.loads(row.group(1)) == default
+
+
+def test_per_plugin_options_are_documented():
+    assert "| `hooks.plugins.<name>` |" in TEXT
 
 
 def test_there_are_examples():
