@@ -60,6 +60,18 @@ def test_a_redirect_to_another_host_is_refused():
     assert len(server.received) == 1
 
 
+def test_a_redirect_to_another_port_of_the_same_host_is_refused():
+    """Another port is another server (another service, maybe nobody's): same rule."""
+    with scripted_server(host="127.0.0.1") as elsewhere, \
+            scripted_server(host="127.0.0.1", script=[(308, {"Location": elsewhere.url + "/x"})]) \
+            as server, pytest.raises(WebhookError) as excinfo:
+        _post(server.url, headers={"Authorization": "Bearer s3cret"})
+    assert server.port != elsewhere.port
+    assert not excinfo.value.retryable and "another server" in str(excinfo.value)
+    assert f":{elsewhere.port}" in str(excinfo.value) and "s3cret" not in str(excinfo.value)
+    assert elsewhere.received == [] and len(server.received) == 1
+
+
 def test_a_redirect_within_the_server_is_followed_and_keeps_the_post():
     with scripted_server(script=[(308, {"Location": "{url}/moved"}), (200, {})]) as server:
         result = _post(server.url)
