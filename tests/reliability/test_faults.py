@@ -241,9 +241,11 @@ def test_a_failed_file_is_retried_after_its_back_off_not_after_the_loop_delay(sy
     engine.start()
     env.wait_for(lambda: len(env.of_type(FileFailed)) >= 2, timeout=10)
     plan.open_error = 0.0
-    env.wait_for(lambda: all_synced(env, [repre_id]), timeout=10)
+    # The store is written before the event is published: wait for both.
+    env.wait_for(lambda: all_synced(env, [repre_id]) and env.of_type(FileSynced), timeout=10)
     failures = env.of_type(FileFailed)
     synced = env.of_type(FileSynced)[0]
-    # Each retry came within a second of its due time.
+    # Each retry came soon after its due time (a loaded machine may add a little), never
+    # after the 60 s loop delay.
     for failed, following in zip(failures, [*failures[1:], synced], strict=True):
-        assert (following.at - failed.next_attempt_dt).total_seconds() < 1.0, (failed, following)
+        assert (following.at - failed.next_attempt_dt).total_seconds() < 2.0, (failed, following)
