@@ -302,7 +302,8 @@ def test_a_file_whose_folder_cannot_be_made_durable_is_not_recorded(sync_env):
 
     engine = env.engine(provider_factory=factory)
     engine.start()
-    env.wait_for(lambda: _all_synced(env, repre_id, "studio"))
+    # The store is written before the event is published: wait for both.
+    env.wait_for(lambda: _all_synced(env, repre_id, "studio") and engine.in_flight == 0)
     failed = env.of_type(FileFailed)
     assert failed and all("could not be synced" in f.error for f in failed)
     synced = {e.file_id for e in env.of_type(FileSynced)}

@@ -29,5 +29,7 @@ def test_a_long_sequence_does_not_hold_up_a_newer_publish(sync_env):
     before = synced[:last_shot_file].count(sequence)
     # One chunk of the sequence, plus what was already claimed when the shot's turn came.
     assert before <= CHUNK_FILES + 2 * env.settings.engine.workers_per_site, before
-    env.wait_for(lambda: _all_synced(env, sequence, "studio"), timeout=120)
+    # The store is written before each event is published: wait for both.
+    env.wait_for(lambda: _all_synced(env, sequence, "studio") and engine.in_flight == 0,
+                 timeout=120)
     assert len(env.of_type(FileSynced)) == frames + 3
