@@ -516,6 +516,68 @@ def test_summary_page_without_counts_has_the_same_rows_and_total(store):
                               RETRY, later(20)).rows == ()
 
 
+def _all_pages(store, query, size):
+    """Every row of ``query``, read page by page as the Sync Queue scrolls."""
+    rows, offset = [], 0
+    while True:
+        page = store.summary_page("demo", replace(query, offset=offset, limit=size), RETRY, later(20))
+        rows.extend(page.rows)
+        if len(page.rows) < size:
+            return rows, page.total
+        offset += size
+
+
+def test_summary_paging_ties_offsets_and_pair_membership(store):
+    """The paging semantics the window relies on: pages never overlap or skip (in both
+    directions, with and without counts), ties sort oldest first ascending,
+    an offset past the end is an empty page with the exact total, and a representation
+    leaves and rejoins the pair as its entries are removed and added."""
+    _seed_summary(store)
+    tied = [store.insert_representation(make_repre(asset="tie", subset=f"s{i % 2}", version=i % 2))
+            for i in range(7)]
+    for key in SummaryQuery.SORT_KEYS:
+        for counts in (False, True):
+            query = SummaryQuery("studio", "gdrive", sort_key=key, with_counts=counts)
+            forward, total = _all_pages(store, query, 3)
+            backward, _ = _all_pages(store, replace(query, descending=True), 4)
+            assert total == 13 and len(forward) == 13, (key, counts)
+            assert sorted(r.repre_id for r in backward) == sorted(r.repre_id for r in forward), key
+            whole = store.summary_page("demo", replace(query, descending=True, limit=100), RETRY,
+                                       later(20))
+            assert whole.rows == tuple(backward), (key, counts)
+            whole = store.summary_page("demo", replace(query, limit=100), RETRY, later(20))
+            assert whole.rows == tuple(forward), (key, counts)
+    by_asset = [r.repre_id for r in _all_pages(store, SummaryQuery("studio", "gdrive"), 5)[0]]
+    assert [i for i in by_asset if i in tied] == tied  # same asset: oldest first
+    for counts in (False, True):
+        past = SummaryQuery("studio", "gdrive", offset=13, limit=5, with_counts=counts)
+        page = store.summary_page("demo", past, RETRY, later(20))
+        assert page.rows == () and page.total == 13
+        text = SummaryQuery("studio", "gdrive", text="tie", sort_key="subset",
+                            offset=5, limit=5, with_counts=counts)
+        page = store.summary_page("demo", text, RETRY, later(20))
+        assert [r.repre_id for r in page.rows] == [tied[3], tied[5]] and page.total == 7
+    # Leaving the pair: no entry on either site any more; back with a new entry.
+    assert store.remove_site("demo", tied[0], "studio")
+    assert store.remove_site("demo", tied[0], "gdrive")
+    for counts in (False, True):
+        query = SummaryQuery("studio", "gdrive", sort_key="asset", limit=100, with_counts=counts)
+        page = store.summary_page("demo", query, RETRY, later(20))
+        assert page.total == 12 and tied[0] not in {r.repre_id for r in page.rows}
+    store.add_site("demo", tied[0], "gdrive")
+    for counts in (False, True):
+        query = SummaryQuery("studio", "gdrive", sort_key="created", limit=100, with_counts=counts)
+        page = store.summary_page("demo", query, RETRY, later(20))
+        assert page.total == 13 and page.rows[6].repre_id == tied[0]
+        assert page.rows[6].status is Status.QUEUED  # queued on gdrive, gone from studio
+        assert page.rows[6].active.status is Status.NOT_AVAILABLE
+    # Removing one of two sites keeps the row.
+    store.remove_site("demo", tied[1], "gdrive")
+    page = store.summary_page("demo", SummaryQuery("studio", "gdrive", limit=100, with_counts=False),
+                              RETRY, later(20))
+    assert page.total == 13 and tied[1] in {r.repre_id for r in page.rows}
+
+
 def test_summary_rows_for_ids_match_the_page(store):
     """Row refresh by id gives exactly the page's rows, under the same filters."""
     ids = _seed_summary(store)
