@@ -256,7 +256,18 @@ _SCHEMA_V4 = (
     """,
 )
 
-_MIGRATIONS: tuple[tuple[str, ...], ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4)
+#: Version 5: the entries whose status needs app.status's full rules (not yet available,
+#: or paused). Every other entry is Synced whatever its tries, lease or the time, so the
+#: status counts and status pages aggregate only the representations these index.
+_SCHEMA_V5 = (
+    """
+    CREATE INDEX file_sites_unsettled ON file_sites (site, file_seq)
+    WHERE created_dt IS NULL OR paused <> 0
+    """,
+)
+
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    _SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4, _SCHEMA_V5)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 # -- SQL fragments ----------------------------------------------------------------------------
@@ -520,28 +531,149 @@ _TRACKED = """EXISTS (
     WHERE t.project = :project AND t.site IN (:active, :remote) AND t.repre_seq = r.seq)"""
 
 
-def _pair_total(conn: sqlite3.Connection, project: str, active: str, remote: str) -> int:
-    """Representations with an entry on either site, from repre_sites alone: the two
-    sites' counts (index ranges) less those on both, found by probing the larger site
-    for each row of the smaller one. The _TRACKED count without reading representations."""
-    counts = {
+# -- status counts and status pages without aggregating every representation ---------------
+#
+# A file's entry that is available and not paused is Synced whatever else it holds (its
+# tries, lease, progress, retry_cnt, the time): app.status decides so, and a unit test pins
+# it. A missing entry is Not available. So a representation of the pair whose entries on
+# both sites are all "settled" (available, unpaused) has one of two statuses, decided by
+# whether every file has an entry on both sites: repre_sites' counts against the file
+# count say that without visiting files. Only the "unsettled" representations (the queue,
+# usually a small share) are aggregated through app.status, file by file.
+
+#: Representations of the project with an unsettled entry on either site
+#: (file_sites_unsettled, schema 5).
+_UNSETTLED_CTE = """
+unsettled AS MATERIALIZED (
+    SELECT DISTINCT f.repre_seq AS seq
+    FROM file_sites AS fs
+    JOIN files AS f ON f.seq = fs.file_seq
+    JOIN representations AS ur ON ur.seq = f.repre_seq
+    WHERE fs.site IN (:active, :remote) AND (fs.created_dt IS NULL OR fs.paused <> 0)
+      AND ur.project = :project
+)"""
+
+#: Entries of a representation on a site (NULL: none) and its file count.
+_ENTRIES = """(SELECT entries FROM repre_sites
+    WHERE project = :project AND site = :{site} AND repre_seq = {seq})"""
+_FILES_COUNT = "(SELECT COUNT(*) FROM files WHERE repre_seq = {seq})"
+
+
+def _complete_sql(seq: str) -> str:
+    """Every file of the representation has an entry on both sites."""
+    count = _FILES_COUNT.format(seq=seq)
+    return (f"{_ENTRIES.format(site='active', seq=seq)} = {count} "
+            f"AND {_ENTRIES.format(site='remote', seq=seq)} = {count}")
+
+
+#: Status rank of each unsettled representation, through app.status file by file.
+_UNSETTLED_RANKS_SQL = f"""
+WITH {_UNSETTLED_CTE}
+SELECT r.seq AS seq,
+       MIN(MIN({_side_rank_sql("a")}), MIN({_side_rank_sql("b")})) AS rank
+FROM unsettled AS u
+JOIN representations AS r ON r.seq = u.seq
+JOIN files AS f ON f.repre_seq = r.seq
+LEFT JOIN file_sites AS a ON a.file_seq = f.seq AND a.site = :active
+LEFT JOIN file_sites AS b ON b.file_seq = f.seq AND b.site = :remote
+GROUP BY r.seq
+"""
+
+#: One pass over the smaller site's rows of repre_sites, each probed on the other site:
+#: how many representations are on both sites, and how many settled ones have every file
+#: on both (complete). :unsettled is the JSON array of the unsettled representations.
+_PAIR_COUNTS_SQL = f"""
+SELECT COUNT(y.repre_seq) AS both_sites,
+       COALESCE(SUM(x.entries = y.entries
+                    AND x.entries = {_FILES_COUNT.format(seq="x.repre_seq")}
+                    AND x.repre_seq NOT IN (SELECT value FROM json_each(:unsettled))), 0)
+           AS complete
+FROM repre_sites AS x
+LEFT JOIN repre_sites AS y
+       ON y.project = x.project AND y.site = :large AND y.repre_seq = x.repre_seq
+WHERE x.project = :project AND x.site = :small
+"""
+
+
+def _settled_walk_sql(complete: bool, sort_key: str, descending: bool) -> str:
+    """The first ``:limit`` settled representations that are complete (or not) in the
+    page's order, through the sort column's index (status: by age)."""
+    direction = "DESC" if descending else "ASC"
+    column = _PLAIN_SORTS.get(sort_key, "r.seq")
+    condition = (_complete_sql("r.seq") if complete
+                 else f"{_TRACKED} AND NOT COALESCE({_complete_sql('r.seq')}, 0)")
+    return f"""
+SELECT r.seq AS seq FROM representations AS r
+WHERE r.project = :project AND {condition}
+  AND r.seq NOT IN (SELECT value FROM json_each(:unsettled))
+ORDER BY {column} {direction}, r.seq {direction}
+LIMIT :limit
+"""
+
+
+def _settled_ranks(retry_cnt: int, now: datetime) -> tuple[int, int]:
+    """Ranks of a settled representation, complete and incomplete, from app.status: a
+    settled entry's status (present, available, unpaused) and a missing entry's. A
+    tracked representation has at least one entry, so an incomplete one combines both."""
+    at = now.timestamp()
+    synced = Status(site_status_code(True, True, False, 0, False, None, False, retry_cnt, at))
+    missing = Status(site_status_code(False, False, False, 0, False, None, False, retry_cnt, at))
+    return synced.rank, combine((synced, missing)).rank
+
+
+#: Full rows (as _summary_sql gives them) of the representations in the JSON array :seqs.
+_ROWS_BY_SEQ_SQL = f"""
+WITH page AS (
+    SELECT r.seq AS seq, r.id AS id, r.asset AS asset, r.subset AS subset,
+           r.version AS version, r.representation AS representation,
+           COUNT(*) AS files_count, COALESCE(SUM(f.size), 0) AS size,
+           MAX(COALESCE(a.priority, b.priority, :default_priority)) AS priority,
+           {_side_aggregates_sql("a")},
+           {_side_aggregates_sql("b")}
+    FROM representations AS r
+    JOIN files AS f ON f.repre_seq = r.seq
+    LEFT JOIN file_sites AS a ON a.file_seq = f.seq AND a.site = :active
+    LEFT JOIN file_sites AS b ON b.file_seq = f.seq AND b.site = :remote
+    WHERE r.seq IN (SELECT value FROM json_each(:seqs))
+    GROUP BY r.seq
+)
+SELECT p.*, MIN(p.a_rank, p.b_rank) AS rank,
+       (SELECT path FROM files WHERE repre_seq = p.seq ORDER BY position LIMIT 1) AS first_path,
+       {_latest_error_sql("active")} AS a_error,
+       {_latest_error_sql("remote")} AS b_error
+FROM page AS p
+"""
+
+
+def _order_seqs_sql(sort_key: str, descending: bool) -> str:
+    """The page's slice of the representations in :seqs, in the page's order."""
+    direction = "DESC" if descending else "ASC"
+    return f"""
+SELECT r.seq FROM representations AS r WHERE r.seq IN (SELECT value FROM json_each(:seqs))
+ORDER BY {_PLAIN_SORTS[sort_key]} {direction}, r.seq {direction} LIMIT :limit OFFSET :offset
+"""
+
+
+def _site_counts(conn: sqlite3.Connection, project: str, sites: Iterable[str]) -> dict[str, int]:
+    """Representations with an entry on each site (index ranges of repre_sites)."""
+    return {
         site: conn.execute("SELECT COUNT(*) FROM repre_sites WHERE project = ? AND site = ?",
                            (project, site)).fetchone()[0]
-        for site in (active, remote)
+        for site in sites
     }
-    if active == remote:
-        return counts[active]
-    small, large = sorted((active, remote), key=lambda site: counts[site])
-    both = conn.execute(
-        """
-        SELECT COUNT(*) FROM repre_sites AS x
-        WHERE x.project = :project AND x.site = :small AND EXISTS (
-            SELECT 1 FROM repre_sites AS y
-            WHERE y.project = :project AND y.site = :large AND y.repre_seq = x.repre_seq)
-        """,
-        {"project": project, "small": small, "large": large},
-    ).fetchone()[0]
-    return counts[active] + counts[remote] - both
+
+
+def _pair_counts(conn: sqlite3.Connection, params: dict[str, Any], unsettled: Collection[int]
+                 ) -> tuple[int, int]:
+    """(representations with an entry on either site, settled ones with every file on
+    both), from repre_sites alone: the _TRACKED and _complete_sql counts without reading
+    representations, or files beyond the smaller site's representations."""
+    active, remote = params["active"], params["remote"]
+    sites = _site_counts(conn, params["project"], (active, remote))
+    small, large = sorted((active, remote), key=lambda site: sites[site])
+    row = conn.execute(_PAIR_COUNTS_SQL, params | {
+        "small": small, "large": large, "unsettled": json.dumps(sorted(unsettled))}).fetchone()
+    return sites[active] + sites[remote] - row["both_sites"], row["complete"]
 
 
 def _page_first_sql(text_filter: bool, sort_key: str, descending: bool) -> str:
@@ -550,7 +682,7 @@ def _page_first_sql(text_filter: bool, sort_key: str, descending: bool) -> str:
     them; membership in the pair is a repre_sites probe. At 1,000,000 representations this
     is 0.3 s where aggregating everything took 7 s: it is what the Sync Queue waits for
     before showing anything. The rows and ``total`` are exactly those of _summary_sql (a
-    contract test compares them); without a text filter ``total`` is _pair_total, with one
+    contract test compares them); without a text filter ``total`` is _pair_counts's, with one
     it is counted here (the filter has to read every representation anyway)."""
     direction = "DESC" if descending else "ASC"
     where = f"r.project = :project {_TEXT_FILTER if text_filter else ''} AND {_TRACKED}"
@@ -1663,20 +1795,39 @@ class SqliteStore(Store):
     def summary_page(
         self, project: str, query: SummaryQuery, retry_cnt: int, now: datetime
     ) -> SummaryPage:
-        """One statement computes every row's aggregates once, the status counts and the
-        page, so the page and its counts come from one snapshot. Without counts, no status
-        filter and a representation-column sort, the page is cut first (_page_first_sql)."""
+        """The page and its counts come from one snapshot (one statement or one read
+        transaction). Without a text filter, sorted by a representation column or by
+        status, nothing is aggregated beyond the page and the unsettled representations:
+        the page is cut through an index (_page_first_sql, _settled_page) and the counts
+        come from repre_sites (_pair_counts). A text filter or a sort by an aggregate
+        (size, priority, dates) aggregates every representation once (_summary_sql)."""
         ranks = sorted(status.rank for status in query.statuses)
         conn = self._conn()
         self._require_project(conn, project)
         params = _summary_params(project, query, retry_cnt, now)
+        if not query.text.strip() and (query.sort_key in _PLAIN_SORTS or query.sort_key == "status"):
+            with self._read() as conn:
+                if ranks or query.sort_key == "status":
+                    return self._settled_page(conn, query, params, ranks, retry_cnt, now)
+                if query.with_counts:
+                    page = self._settled_page(conn, query, params, ranks, retry_cnt, now,
+                                              rows_wanted=False)
+                    counts, total = page.status_counts, page.total
+                else:
+                    counts, total = {}, _pair_counts(conn, params, ())[0]
+                rows = conn.execute(_page_first_sql(False, query.sort_key, query.descending),
+                                    params).fetchall()
+                return SummaryPage(
+                    rows=tuple(_summary_row(r) for r in rows if r["seq"] is not None),
+                    total=total,
+                    status_counts=counts,
+                )
         if not query.with_counts and not ranks and query.sort_key in _PLAIN_SORTS:
             text = bool(query.text.strip())
             sql = _page_first_sql(text, query.sort_key, query.descending)
             with self._read() as conn:  # the page and its total from one snapshot
                 rows = conn.execute(sql, params).fetchall()
-                total = (rows[0]["total"] if text else
-                         _pair_total(conn, project, query.active_site, query.remote_site))
+                total = rows[0]["total"] if text else _pair_counts(conn, params, ())[0]
             return SummaryPage(
                 rows=tuple(_summary_row(r) for r in rows if r["seq"] is not None),
                 total=total,
@@ -1690,6 +1841,56 @@ class SqliteStore(Store):
             rows=tuple(_summary_row(r) for r in rows if r["seq"] is not None),
             total=total,
             status_counts={_BY_RANK[rank]: n for rank, n in sorted(counts.items()) if n},
+        )
+
+    def _settled_page(
+        self, conn: sqlite3.Connection, query: SummaryQuery, params: dict[str, Any],
+        ranks: Sequence[int], retry_cnt: int, now: datetime, rows_wanted: bool = True,
+    ) -> SummaryPage:
+        """Counts, and a page sorted by status or filtered by status (no text filter),
+        without aggregating the settled representations (see _UNSETTLED_CTE).
+
+        Counts: the unsettled representations' ranks from app.status, plus the settled
+        ones split into complete and incomplete. Page: each settled class can only give
+        its first ``offset + limit`` rows in the page's order (an index walk), so those and
+        the wanted unsettled rows hold the page; it is cut from them in the page's order,
+        and only its rows are aggregated."""
+        unsettled = {row["seq"]: row["rank"] for row in conn.execute(_UNSETTLED_RANKS_SQL, params)}
+        pair_total, complete = _pair_counts(conn, params, unsettled)
+        complete_rank, incomplete_rank = _settled_ranks(retry_cnt, now)
+        counts: dict[int, int] = {}
+        for rank, n in itertools.chain(
+            ((rank, 1) for rank in unsettled.values()),
+            ((complete_rank, complete), (incomplete_rank, pair_total - len(unsettled) - complete)),
+        ):
+            counts[rank] = counts.get(rank, 0) + n
+        wanted = set(ranks) if ranks else set(_BY_RANK)
+        total = sum(n for rank, n in counts.items() if rank in wanted)
+        status_counts = ({_BY_RANK[rank]: n for rank, n in sorted(counts.items()) if n}
+                         if query.with_counts else {})
+        if not rows_wanted:
+            return SummaryPage(rows=(), total=total, status_counts=status_counts)
+        offset, limit = params["offset"], params["limit"]
+        reach = min(offset + limit, _INT64_MAX)
+        candidates = [(rank, seq) for seq, rank in unsettled.items() if rank in wanted]
+        for is_complete, rank in ((True, complete_rank), (False, incomplete_rank)):
+            if rank in wanted and reach:
+                sql = _settled_walk_sql(is_complete, query.sort_key, query.descending)
+                walk = params | {"limit": reach, "unsettled": json.dumps(sorted(unsettled))}
+                candidates += [(rank, row["seq"]) for row in conn.execute(sql, walk)]
+        if query.sort_key == "status":
+            ordered = sorted(candidates, reverse=query.descending)[offset:offset + limit]
+            seqs = [seq for _, seq in ordered]
+        else:
+            sql = _order_seqs_sql(query.sort_key, query.descending)
+            seqs = [row[0] for row in conn.execute(
+                sql, params | {"seqs": json.dumps([seq for _, seq in candidates])})]
+        found = {row["seq"]: row for row in conn.execute(
+            _ROWS_BY_SEQ_SQL, params | {"seqs": json.dumps(seqs)})}
+        return SummaryPage(
+            rows=tuple(_summary_row(found[seq]) for seq in seqs),
+            total=total,
+            status_counts=status_counts,
         )
 
     @_guarded

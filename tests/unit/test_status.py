@@ -64,3 +64,19 @@ def test_labels_parse_back():
     assert Status.from_label("in-progress") is Status.IN_PROGRESS
     with pytest.raises(ValueError, match="use one of"):
         Status.from_label("broken")
+
+
+@pytest.mark.parametrize("retry_cnt", [0, 1, 3])
+def test_an_available_unpaused_entry_is_synced_whatever_else_it_holds(retry_cnt):
+    """The SQLite store counts and pages "settled" representations (every entry available
+    and unpaused) without calling site_status per file (app/store/sqlite.py,
+    _UNSETTLED_CTE); that is only right while this holds."""
+    for tries in (0, 2, 3, 99):
+        for permanent in (False, True):
+            for lease in (None, T0 - timedelta(hours=1), T0 + timedelta(hours=1)):
+                for progress, owner in ((None, None), (0.5, None), (0.5, "engine")):
+                    state = SiteState(name="s", created_dt=T0, tries=tries, permanent=permanent,
+                                      lease_until=lease, lease_owner=owner, progress=progress,
+                                      error="old")
+                    assert site_status(state, retry_cnt, T0) is Status.SYNCED
+    assert site_status(None, retry_cnt, T0) is Status.NOT_AVAILABLE

@@ -8,6 +8,7 @@ import random
 import sqlite3
 import threading
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def test_schema_version_is_set_and_reopening_keeps_the_data(db_path: Path) -> No
     repre_id = first.insert_representation(make_repre())
     first.close()
     first.close()  # twice is fine
-    assert _raw(db_path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert _raw(db_path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
 
     with SqliteStore(db_path) as second:
         assert [(p.name, p.code, p.representations) for p in second.list_projects()] == [
@@ -581,3 +582,77 @@ def test_naive_datetimes_are_taken_as_utc(store: SqliteStore) -> None:
     assert store.record_success(claim, "id", None, later(1).replace(tzinfo=None))
     got = store.get_representation("demo", repre_id).files[0].site("gdrive").created_dt
     assert got == later(1)
+
+
+# -- the summary's fast paths against the full aggregation ----------------------------------------
+
+
+def _reference_page(store: SqliteStore, query: SummaryQuery, now: datetime) -> tuple:
+    """The page as the one-statement aggregation of every representation (_summary_sql)
+    gives it: the reference the index-first and settled paths must equal."""
+    ranks = sorted(status.rank for status in query.statuses)
+    sql = sqlite_store._summary_sql(bool(query.text.strip()), len(ranks), query.sort_key,
+                                    query.descending)
+    params = sqlite_store._summary_params("demo", query, RETRY, now)
+    rows = store._conn().execute(sql, params).fetchall()
+    counts = {rank: rows[0][f"n{rank}"] for rank in sqlite_store._BY_RANK}
+    return (
+        tuple(sqlite_store._summary_row(r) for r in rows if r["seq"] is not None),
+        sum(n for rank, n in counts.items() if not ranks or rank in ranks),
+        {sqlite_store._BY_RANK[rank]: n for rank, n in sorted(counts.items()) if n},
+    )
+
+
+def _random_entry(rng: random.Random) -> dict | None:
+    """Any entry a site can hold (or none): available, queued, failed, leased, moving
+    under OpenPype, paused (available or not), permanent, staged."""
+    return rng.choice([
+        None, {"created_dt": T0}, {"created_dt": T0, "paused": True}, {}, {"paused": True},
+        {"tries": 3, "error": "quota", "last_failed_dt": later(2)}, {"tries": 1},
+        {"lease_owner": "e", "lease_until": later(60)}, {"lease_owner": "e", "lease_until": T0},
+        {"progress": 0.4}, {"permanent": True, "error": "gone"}, {"created_dt": T0, "tries": 5},
+        {"staged_dt": T0, "checksum": "x"}, {"priority": 90}, {"created_dt": later(3), "priority": 10},
+    ])
+
+
+def test_fast_summary_paths_equal_the_full_aggregation(store: SqliteStore) -> None:
+    """Randomised: every sort, status filter, offset and both pairs, with and without
+    counts, at two times (a lease running and expired): the same rows, total and counts
+    as aggregating every representation through app.status."""
+    rng = random.Random(7)
+    store.ensure_project("demo")
+    store.ensure_project("other")
+    with store._write() as conn:
+        for i in range(120):
+            files = []
+            for position in range(rng.choice([1, 1, 2, 3])):
+                sites = tuple(
+                    SiteState(name=name, **entry) for name in ("studio", "gdrive", "dropbox")
+                    if (entry := _random_entry(rng)) is not None)
+                files.append(FileRecord(id=str(ObjectId()), path=f"{{root[work]}}/f{i}_{position}",
+                                        size=rng.randint(0, 9), sites=sites))
+            project = "other" if i % 9 == 0 else "demo"
+            repre = make_repre(project=project, asset=rng.choice(["a", "B", "c", "a"]),
+                               subset=f"s{i % 4}", version=rng.choice([1, 2, 3]))
+            store._insert(conn, replace(repre, files=tuple(files)), sqlite_store._Extras())
+    filters = [frozenset(), frozenset({Status.FAILED}), frozenset({Status.SYNCED}),
+               frozenset({Status.NOT_AVAILABLE, Status.QUEUED}),
+               frozenset({Status.PAUSED, Status.IN_PROGRESS, Status.SYNCED})]
+    checked = 0
+    for now in (later(1), later(120)):
+        for pair in (("studio", "gdrive"), ("gdrive", "dropbox"), ("dropbox", "dropbox")):
+            for key in ("asset", "subset", "version", "representation", "created", "status"):
+                for statuses in filters:
+                    for descending, offset, limit in ((False, 0, 7), (True, 5, 11), (False, 60, 500),
+                                                      (True, 0, 0), (False, 900, 5)):
+                        query = SummaryQuery(*pair, statuses=statuses, sort_key=key,
+                                             descending=descending, offset=offset, limit=limit)
+                        rows, total, counts = _reference_page(store, query, now)
+                        page = store.summary_page("demo", query, RETRY, now)
+                        assert (page.rows, page.total, page.status_counts) == (rows, total, counts), (
+                            now, pair, key, statuses, descending, offset)
+                        lean = store.summary_page("demo", replace(query, with_counts=False), RETRY, now)
+                        assert (lean.rows, lean.total) == (rows, total)
+                        checked += 1
+    assert checked == 2 * 3 * 6 * 5 * 5
+

@@ -16,7 +16,7 @@ from app.store.sqlite import SCHEMA_VERSION, SqliteStore
 from tests.helpers.seed import T0, later, make_repre
 
 
-@pytest.mark.parametrize("version", [1, 2, 3])
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
 def test_an_older_database_is_upgraded_in_place(tmp_path: Path, version: int) -> None:
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path, isolation_level=None)
@@ -33,7 +33,7 @@ def test_an_older_database_is_upgraded_in_place(tmp_path: Path, version: int) ->
     conn.execute("INSERT INTO file_sites (file_seq, site) VALUES (1, 'local')")
     conn.close()
     with SqliteStore(path) as store:
-        assert SCHEMA_VERSION == 4
+        assert SCHEMA_VERSION == 5
         assert store.event_log_info().last_id == 0
         file = store.get_file("demo", "r1", "f1")
         assert file.site("studio").created_dt == T0
@@ -49,7 +49,7 @@ def test_an_older_database_is_upgraded_in_place(tmp_path: Path, version: int) ->
     assert check.execute("SELECT * FROM repre_sites ORDER BY 1, 2, 3").fetchall() == [
         ("demo", "gdrive", 2, 2), ("demo", "local", 1, 1), ("demo", "studio", 1, 1),
         ("demo", "studio", 2, 2)]
-    assert check.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert check.execute("PRAGMA user_version").fetchone()[0] == 5
     index_sql = check.execute(
         "SELECT sql FROM sqlite_master WHERE name = 'file_sites_queued'").fetchone()[0]
     assert "staged_dt IS NULL" in index_sql
@@ -69,7 +69,8 @@ def test_repre_sites_is_filled_from_version_3_and_kept_by_every_write(tmp_path: 
     for statement in ("DROP TRIGGER repre_sites_insert", "DROP TRIGGER repre_sites_delete",
                       "DROP TRIGGER repre_sites_move", "DROP TABLE repre_sites",
                       "DROP INDEX representations_by_asset", "DROP INDEX representations_by_subset",
-                      "DROP INDEX representations_by_version", "DROP INDEX representations_by_name"):
+                      "DROP INDEX representations_by_version", "DROP INDEX representations_by_name",
+                      "DROP INDEX file_sites_unsettled"):
         conn.execute(statement)
     conn.execute("PRAGMA user_version = 3")
     conn.close()
