@@ -258,11 +258,14 @@ _SCHEMA_V4 = (
 
 #: Version 5: the entries whose status needs app.status's full rules (not yet available,
 #: or paused). Every other entry is Synced whatever its tries, lease or the time, so the
-#: status counts and status pages aggregate only the representations these index.
+#: status counts and status pages aggregate only the representations these index. The
+#: condition is written with a bitwise ``|`` so only a query repeating it (_UNSETTLED_CTE)
+#: can use the index: with a logical OR, ``created_dt IS NULL`` in find_work implied it and
+#: the planner swapped file_sites_queued for this larger index.
 _SCHEMA_V5 = (
     """
     CREATE INDEX file_sites_unsettled ON file_sites (site, file_seq)
-    WHERE created_dt IS NULL OR paused <> 0
+    WHERE (created_dt IS NULL) | (paused <> 0)
     """,
 )
 
@@ -549,7 +552,7 @@ unsettled AS MATERIALIZED (
     FROM file_sites AS fs
     JOIN files AS f ON f.seq = fs.file_seq
     JOIN representations AS ur ON ur.seq = f.repre_seq
-    WHERE fs.site IN (:active, :remote) AND (fs.created_dt IS NULL OR fs.paused <> 0)
+    WHERE fs.site IN (:active, :remote) AND (fs.created_dt IS NULL) | (fs.paused <> 0)
       AND ur.project = :project
 )"""
 

@@ -215,6 +215,37 @@ def test_claim_and_summary_search_by_index(store: SqliteStore) -> None:
     assert any("representations_by_project" in step for step in plan), plan
 
 
+def _base_scans(plan: list[str]) -> list[str]:
+    """Steps reading a whole table (or its index) of the store."""
+    tables = {"r", "f", "a", "b", "x", "y", "t", "fs", "ur", "files", "file_sites",
+              "representations", "repre_sites"}
+    return [s for s in plan if s.startswith("SCAN ") and s.split(" ")[1] in tables]
+
+
+def test_summary_pages_walk_indexes_not_the_project(store: SqliteStore) -> None:
+    """At a million representations a scan or a sort of every representation is seconds:
+    the first page walks the sort column's index, the unsettled representations come from
+    their partial index, the counts from repre_sites."""
+    _seed_many(store, 50)
+    params = {"project": "demo", "active": "studio", "remote": "gdrive", "retry_cnt": RETRY,
+              "now": 0.0, "default_priority": 50, "limit": 10, "offset": 0, "small": "gdrive",
+              "large": "studio", "unsettled": "[]", "seqs": "[1, 2]"}
+    for key, index in (("asset", "representations_by_asset"), ("subset", "representations_by_subset"),
+                       ("version", "representations_by_version"),
+                       ("representation", "representations_by_name"),
+                       ("created", "representations_by_project")):
+        for descending in (False, True):
+            for sql in (sqlite_store._page_first_sql(False, key, descending),
+                        sqlite_store._settled_walk_sql(False, key, descending)):
+                plan = _plan(store, sql, params)
+                assert any(f"USING COVERING INDEX {index}" in step for step in plan), plan
+                assert not _base_scans(plan), plan
+    unsettled = _plan(store, sqlite_store._UNSETTLED_RANKS_SQL, params)
+    assert any("USING INDEX file_sites_unsettled" in step for step in unsettled), unsettled
+    counts = _plan(store, sqlite_store._PAIR_COUNTS_SQL, params)
+    assert not _base_scans(counts) and not _base_scans(unsettled), counts
+
+
 # -- several processes --------------------------------------------------------------------------
 
 
