@@ -2115,12 +2115,19 @@ def _append_if_ready(
     params = {"site": site, "lo": span["lo"], "hi": span["hi"], "repre_seq": span["repre_seq"]}
     contiguous = span["hi"] - span["lo"] + 1 == span["files"]
     files = "file_seq BETWEEN :lo AND :hi" if contiguous else f"file_seq IN ({_REPRE_FILES})"
-    queued = conn.execute(
-        f"SELECT 1 FROM file_sites WHERE site = :site AND created_dt IS NULL AND {files} LIMIT 1",
-        params,
-    ).fetchone()
-    if queued is not None:
-        return
+    # Named indexes: left to itself the planner walks the whole seq range of the
+    # representation (every file's every site), which made each success O(files) and a
+    # 100,000-file representation quadratic. Queued and staged entries are the two ways a
+    # file is not available yet; each has its partial index.
+    for index, waiting in (("file_sites_queued", "created_dt IS NULL AND staged_dt IS NULL"),
+                           ("file_sites_staged", "staged_dt IS NOT NULL AND created_dt IS NULL")):
+        probe = conn.execute(
+            f"SELECT 1 FROM file_sites INDEXED BY {index} "
+            f"WHERE site = :site AND {waiting} AND {files} LIMIT 1",
+            params,
+        ).fetchone()
+        if probe is not None:
+            return
     available = conn.execute(
         f"SELECT COUNT(*) FROM file_sites WHERE site = :site AND created_dt IS NOT NULL "
         f"AND {files}",

@@ -687,3 +687,35 @@ def test_fast_summary_paths_equal_the_full_aggregation(store: SqliteStore) -> No
                         checked += 1
     assert checked == 2 * 3 * 6 * 5 * 5
 
+
+
+def test_recording_a_success_costs_the_same_in_a_large_representation(store: SqliteStore) -> None:
+    """The representation_ready check runs on every success: it must probe indexes, not
+    walk the representation, or syncing a 100,000-file sequence is quadratic (the walk
+    passes every file already synced before it finds one still queued)."""
+    store.ensure_project("demo")
+
+    def steps_to_record_the_next_to_last(files: int) -> int:
+        repre_id = store.insert_representation(make_repre(
+            asset=f"a{files}", files=files, sites={"studio": {"created_dt": T0}, "gdrive": {}}))
+        items = [i for i in store.find_work("demo", "studio", "gdrive", 3, T0, limit=files + 10)
+                 if i.repre_id == repre_id]
+        claims = store.claim_many(items, "e1", T0 + timedelta(seconds=60), T0)
+        for claim in claims[:-2]:
+            assert store.record_success(claim, "id", "sha256:ab", T0)
+        steps = [0]
+
+        def count() -> int:
+            steps[0] += 1
+            return 0
+
+        conn = store._conn()
+        conn.set_progress_handler(count, 100)
+        try:
+            assert store.record_success(claims[-2], "id", "sha256:ab", T0)
+        finally:
+            conn.set_progress_handler(None, 100)
+        return steps[0]
+
+    small, large = steps_to_record_the_next_to_last(20), steps_to_record_the_next_to_last(3000)
+    assert large < 3 * small + 50, (small, large)
