@@ -298,7 +298,13 @@ class Consumer:
         """Adopt a persisted row as the in-memory position."""
         self.cursor = cursor
         self.pos = cursor.last_id
-        self.backlog: dict[int, float] = dict(cursor.backlog)
+        # A backlog id above the saved position (a row saved by an older version, or
+        # rewound by the CLI) is met again by the in-order read: delivered there if it
+        # committed, waited for again if not. Handling it from the backlog as well would
+        # deliver it twice.
+        self.backlog: dict[int, float] = {
+            event_id: expires for event_id, expires in cursor.backlog.items()
+            if event_id <= cursor.last_id}
         self.state: dict[str, Any] = copy.deepcopy(dict(cursor.state))
         self.maybe_seen = cursor.inflight_id
         self.redeliver_until = cursor.redeliver_until
@@ -427,8 +433,10 @@ class Consumer:
         if event.id == self.maybe_seen:
             self.maybe_seen = None
         if late:
+            # Saved with the position it lies under (every late id is at or below it):
+            # out of the backlog and above the saved position, it would be read again.
             self.backlog.pop(event.id, None)
-            self._commit(self.cursor.last_id, inflight=None)
+            self._commit(self.pos, inflight=None)
         else:
             self._advance(event.id)
             self._commit(event.id, inflight=then)
@@ -491,6 +499,9 @@ class Consumer:
                           "once (the id counter jumped); not waiting for them", logging.WARNING)
             ids = range(0)
         for event_id in ids:
+            # Settled from here on (waiting in the backlog, delivered late or lost), so
+            # the position passes it before a late delivery saves that position.
+            self._advance(event_id)
             if age > timeout:
                 self._give_up(event_id, f"event {event_id} never appeared (event {successor.id} "
                               f"after it is {age:.0f} s old); ignoring it")
@@ -538,7 +549,7 @@ class Consumer:
                 self._give_up(event_id, f"gave up waiting for event {event_id} after "
                               f"{lane.settings.gap_timeout_s:g} s")
         if progressed and self.backlog != self.cursor.backlog:
-            self._commit(self.cursor.last_id, inflight=None)
+            self._commit(self.pos, inflight=None)
         return progressed
 
 
