@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from app.cli import _parser, main
@@ -130,6 +130,11 @@ def test_no_argument_list_gives_a_traceback(cli_home, capsys):
     @settings(max_examples=150 * SCALE, deadline=None, database=None,
               suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
     @given(argv=argvs())
+    # Always some lines of each kind, whatever the random draw: a good command, --version
+    # and a usage error (the last assertion checks both kinds of answer were exercised).
+    @example(argv=["status"])
+    @example(argv=["--version"])
+    @example(argv=["priority"])
     def check(argv: list[str]) -> None:
         argv = ["--config", cli_home, *argv]
         assume(_command(argv) not in _NOT_HERE)
