@@ -472,6 +472,22 @@ _IDS_FILTER = """
 """
 
 
+#: One summary row per representation: its files with the entries of the active (``a``)
+#: and remote (``b``) sites, aggregated; callers add the WHERE and GROUP BY.
+_PER_REPRE_SELECT = f"""\
+    SELECT r.seq AS seq, r.id AS id, r.asset AS asset, r.subset AS subset,
+           r.version AS version, r.representation AS representation,
+           COUNT(*) AS files_count, COALESCE(SUM(f.size), 0) AS size,
+           MAX(COALESCE(a.priority, b.priority, :default_priority)) AS priority,
+           {_side_aggregates_sql("a")},
+           {_side_aggregates_sql("b")}
+    FROM representations AS r
+    JOIN files AS f ON f.repre_seq = r.seq
+    LEFT JOIN file_sites AS a ON a.file_seq = f.seq AND a.site = :active
+    LEFT JOIN file_sites AS b ON b.file_seq = f.seq AND b.site = :remote
+"""
+
+
 def _summary_sql(
     text_filter: bool, rank_count: int, sort_key: str, descending: bool, by_ids: bool = False
 ) -> str:
@@ -492,19 +508,10 @@ def _summary_sql(
     order = f"{_SORT_COLUMNS[sort_key]} {direction}, seq {direction}"
     ranks = ", ".join(f":rank{i}" for i in range(rank_count))
     rank_filter = f"MIN(a_rank, b_rank) IN ({ranks})" if rank_count else "1"
+    extra_filters = (_TEXT_FILTER if text_filter else "") + (_IDS_FILTER if by_ids else "")
     return f"""
 WITH per_repre AS MATERIALIZED (
-    SELECT r.seq AS seq, r.id AS id, r.asset AS asset, r.subset AS subset,
-           r.version AS version, r.representation AS representation,
-           COUNT(*) AS files_count, COALESCE(SUM(f.size), 0) AS size,
-           MAX(COALESCE(a.priority, b.priority, :default_priority)) AS priority,
-           {_side_aggregates_sql("a")},
-           {_side_aggregates_sql("b")}
-    FROM representations AS r
-    JOIN files AS f ON f.repre_seq = r.seq
-    LEFT JOIN file_sites AS a ON a.file_seq = f.seq AND a.site = :active
-    LEFT JOIN file_sites AS b ON b.file_seq = f.seq AND b.site = :remote
-    WHERE r.project = :project {_TEXT_FILTER if text_filter else ""}{_IDS_FILTER if by_ids else ""}
+{_PER_REPRE_SELECT}    WHERE r.project = :project {extra_filters}
     GROUP BY r.seq
     HAVING COUNT(a.file_seq) + COUNT(b.file_seq) > 0
 ),
@@ -627,17 +634,7 @@ def _settled_ranks(retry_cnt: int, now: datetime) -> tuple[int, int]:
 #: Full rows (as _summary_sql gives them) of the representations in the JSON array :seqs.
 _ROWS_BY_SEQ_SQL = f"""
 WITH page AS (
-    SELECT r.seq AS seq, r.id AS id, r.asset AS asset, r.subset AS subset,
-           r.version AS version, r.representation AS representation,
-           COUNT(*) AS files_count, COALESCE(SUM(f.size), 0) AS size,
-           MAX(COALESCE(a.priority, b.priority, :default_priority)) AS priority,
-           {_side_aggregates_sql("a")},
-           {_side_aggregates_sql("b")}
-    FROM representations AS r
-    JOIN files AS f ON f.repre_seq = r.seq
-    LEFT JOIN file_sites AS a ON a.file_seq = f.seq AND a.site = :active
-    LEFT JOIN file_sites AS b ON b.file_seq = f.seq AND b.site = :remote
-    WHERE r.seq IN (SELECT value FROM json_each(:seqs))
+{_PER_REPRE_SELECT}    WHERE r.seq IN (SELECT value FROM json_each(:seqs))
     GROUP BY r.seq
 )
 SELECT p.*, MIN(p.a_rank, p.b_rank) AS rank,
