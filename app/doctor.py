@@ -33,11 +33,15 @@ def run_checks(ctx: Any) -> Iterator[tuple[bool, str]]:
         yield False, f"database ({where}): {exc}"
         return
     yield True, f"database ({where}): {len(projects)} project(s)"
-    if not projects:
-        yield True, "no projects yet: `sitesync demo` creates one, `sitesync publish` registers files"
     from providers.registry import create_provider
 
     checked: set[tuple[str, ...]] = set()
+    if not projects:
+        yield True, "no projects yet: `sitesync demo` creates one, `sitesync publish` registers files"
+        if settings.path.exists():
+            # Sites set up by hand (an SFTP login, a Drive key) are checked before the
+            # first publish: that is when a wrong key or host key should show.
+            yield from _site_checks(settings.defaults, checked, create_provider)
     for info in projects:
         try:
             ps = settings.project(info.name)
@@ -50,28 +54,34 @@ def run_checks(ctx: Any) -> Iterator[tuple[bool, str]]:
         if ps.active_site == ps.remote_site:
             yield False, (f"project {info.name}: publish_site and remote_site are both "
                           f"{ps.active_site!r}, so nothing syncs; set remote_site to another site")
-        for site in dict.fromkeys([ps.active_site, ps.remote_site, *ps.always_accessible_on]):
+        yield from _site_checks(ps, checked, create_provider)
+
+
+def _site_checks(ps: Any, checked: set[tuple[str, ...]],
+                 create_provider: Any) -> Iterator[tuple[bool, str]]:
+    """Each site a project uses, once per distinct configuration (``checked``)."""
+    for site in dict.fromkeys([ps.active_site, ps.remote_site, *ps.always_accessible_on]):
+        try:
+            config = ps.site(site)
+            key = (site, config.provider, repr(sorted(config.roots.items())))
+            if key in checked:
+                continue
+            checked.add(key)
+            provider = create_provider(
+                config.provider, site, {"root": dict(config.roots), **dict(config.options)})
             try:
-                config = ps.site(site)
-                key = (site, config.provider, repr(sorted(config.roots.items())))
-                if key in checked:
-                    continue
-                checked.add(key)
-                provider = create_provider(
-                    config.provider, site, {"root": dict(config.roots), **dict(config.options)})
-                try:
-                    problems = provider.check()
-                    details = "" if problems else provider.describe()
-                finally:
-                    provider.close()
-            except SiteSyncError as exc:
-                problems, details = [str(exc)], ""
-            if problems:
-                for problem in problems:
-                    yield False, f"site {site}: {redact(problem)}"
-            else:
-                yield True, redact(f"site {site} ({config.provider}): reachable"
-                                   + (f"; {details}" if details else ""))
+                problems = provider.check()
+                details = "" if problems else provider.describe()
+            finally:
+                provider.close()
+        except SiteSyncError as exc:
+            problems, details = [str(exc)], ""
+        if problems:
+            for problem in problems:
+                yield False, f"site {site}: {redact(problem)}"
+        else:
+            yield True, redact(f"site {site} ({config.provider}): reachable"
+                               + (f"; {details}" if details else ""))
 
 
 def _hook_checks(settings: Any) -> Iterator[tuple[bool, str]]:

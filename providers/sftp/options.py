@@ -133,6 +133,9 @@ def parse_options(site: str, config: Mapping[str, Any]) -> SftpOptions:
         if not os.path.isfile(known_hosts):
             scan = f"ssh-keyscan -p {port} {host} >> {known_hosts}" if port != 22 else \
                 f"ssh-keyscan {host} >> {known_hosts}"
+            folder = os.path.dirname(known_hosts)
+            if folder and not os.path.isdir(folder):  # a fresh account has no ~/.ssh yet
+                scan = f"mkdir -p -m 700 {folder} && {scan}"
             raise ConfigError(
                 f"site '{site}': the known_hosts file {known_hosts} does not exist, so the "
                 f"identity of {host} cannot be checked",

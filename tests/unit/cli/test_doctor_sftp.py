@@ -68,3 +68,19 @@ def test_doctor_reports_a_missing_root_and_a_shell_less_server(home, capsys, ssh
     assert code == 1 and "root 'work' of site 'studio-sftp' does not exist" in out
     code, out = _doctor(home, capsys, sshd, sftp_port=sshd.sftp_only_port)
     assert code == 0 and "uploads verified by reading them back" in out
+
+
+def test_doctor_checks_a_new_sftp_site_before_the_first_publish(home, capsys, sshd):
+    remote = sshd.folder(f"doctor-{uuid.uuid4().hex[:8]}")
+    site = {"provider": "sftp", **sshd.site_config(remote),
+            "known_hosts": sshd.known_hosts_with("doctor-new", "wrong")}
+    settings = {"publish_site": "local", "remote_site": "studio-sftp",
+                "sites": {"local": {"provider": "local_drive", "root": {"work": str(home)}},
+                          "studio-sftp": site}}
+    (home / "cfg").mkdir()
+    (home / "cfg" / "settings.json").write_text(json.dumps(settings))
+    assert main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "no projects yet" in out
+    line = next(text for text in out.splitlines() if "site studio-sftp" in text)
+    assert line.startswith("FAIL") and "has CHANGED" in line

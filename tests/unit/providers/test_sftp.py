@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 import threading
 import time
 import uuid
@@ -104,6 +105,14 @@ def test_missing_known_hosts_file_says_how_to_add_the_server(sshd, root, tmp_pat
         create_provider("sftp", SITE, sshd.site_config(root, known_hosts=str(missing)))
     assert caught.value.key == f"sites.{SITE}.known_hosts"
     assert f"ssh-keyscan -p {sshd.port} 127.0.0.1 >> {missing}" in caught.value.fix
+    # The command in the fix works as given, even where the folder does not exist yet.
+    command = caught.value.fix.split("`")[1]
+    subprocess.run(["sh", "-c", command], check=True, capture_output=True, timeout=30)
+    provider = create_provider("sftp", SITE, sshd.site_config(root, known_hosts=str(missing)))
+    try:
+        assert provider.check() == []
+    finally:
+        provider.close()
 
 
 def test_passphrase_protected_key(sshd, root, make):
