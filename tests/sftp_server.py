@@ -13,6 +13,10 @@ It listens on three free high ports with one host key:
   remote hash command is impossible and the provider must verify by reading back;
 * ``coreutils_port``: commands find ``sha256sum`` but no ``openssl`` (a minimal server).
 
+As root (CI), :meth:`start_password_login` adds a fourth port served by a root-run sshd
+that accepts the dedicated user's password (a password check needs root to read
+/etc/shadow), for sites that log in with ``sftp_pass``.
+
 Helpers simulate what goes wrong in production: :meth:`drop_connections` kills every
 session process (a cut network or a reboot of the far end seen from the client),
 :meth:`stop`/:meth:`start` restart the server on the same ports and key, and
@@ -24,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -36,6 +41,22 @@ __all__ = ["SshServer", "free_port"]
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 USER = "sitesync-sftp"
+
+_PASSWORD_CONFIG = """\
+Port {port}
+ListenAddress 127.0.0.1
+HostKey {etc}/hostkey
+PidFile {etc}/sshd-password.pid
+PasswordAuthentication yes
+KbdInteractiveAuthentication no
+PubkeyAuthentication no
+UsePAM no
+PermitRootLogin no
+AllowUsers {user}
+StrictModes no
+Subsystem sftp internal-sftp
+LogLevel ERROR
+"""
 
 _CONFIG = """\
 Port {port}
@@ -132,6 +153,10 @@ class SshServer:
         self._write_known_hosts(self.known_hosts, self.etc / "hostkey.pub")
         self._process: subprocess.Popen | None = None
         self._mounts: list[Path] = []
+        self._password_process: subprocess.Popen | None = None
+        self._saved_password_hash: str | None = None
+        self.password_port = 0
+        self.password = ""
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -168,6 +193,54 @@ class SshServer:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"sshd did not answer on port {port}")
                 time.sleep(0.02)
+
+    def start_password_login(self, timeout: float = 10.0) -> None:
+        """Root only: give the dedicated user a random password and serve SFTP with
+        password login on :attr:`password_port` (stopped, and the password removed
+        again, by :meth:`close`)."""
+        if self._password_process is not None:
+            return
+        if os.geteuid() != 0:
+            raise RuntimeError("password login needs a root-run sshd (it reads /etc/shadow)")
+        with open("/etc/shadow") as shadow:
+            for line in shadow:
+                fields = line.split(":")
+                if fields[0] == self.user:
+                    self._saved_password_hash = fields[1]
+        self.password = secrets.token_urlsafe(18)
+        subprocess.run(["chpasswd"], input=f"{self.user}:{self.password}\n", text=True, check=True)
+        self.password_port = free_port()
+        config = self.etc / "sshd_config_password"
+        config.write_text(_PASSWORD_CONFIG.format(port=self.password_port, etc=self.etc,
+                                                  user=self.user))
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege separation (root sshd)
+        subprocess.run([SSHD, "-t", "-f", str(config)], check=True)
+        watchdog = (f"{SSHD} -D -e -f {config} & child=$!; "
+                    f"while [ -d /proc/{os.getpid()} ] && kill -0 $child 2>/dev/null; do sleep 1; done; "
+                    "kill -9 $child 2>/dev/null")
+        self._password_process = subprocess.Popen(
+            ["/bin/sh", "-c", watchdog], stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while not self._banner(self.password_port):
+            if self._password_process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the password sshd did not start")
+            time.sleep(0.02)
+        with open(self.known_hosts, "a") as known:
+            key = " ".join((self.etc / "hostkey.pub").read_text().split()[:2])
+            known.write(f"{self._entry_names(self.password_port)} {key}\n")
+
+    def _stop_password_login(self) -> None:
+        process, self._password_process = self._password_process, None
+        if process is not None:
+            victims = self._descendants(process.pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            self.kill(victims)
+            process.wait(10)
+        if self._saved_password_hash is not None:
+            subprocess.run(["usermod", "-p", self._saved_password_hash, self.user], check=False)
+            self._saved_password_hash = None
 
     def _banner(self, port: int) -> bool:
         try:
@@ -246,6 +319,7 @@ class SshServer:
 
     def close(self) -> None:
         self.stop()
+        self._stop_password_login()
         for mount in reversed(self._mounts):
             subprocess.run(["umount", "-l", str(mount)], check=False)
         shutil.rmtree(self.base, ignore_errors=True)

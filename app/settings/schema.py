@@ -227,7 +227,8 @@ PROVIDER_OPTIONS: Mapping[str, tuple[Option, ...]] = {
         Option("insecure_skip_host_key_check", Kind.BOOL, False,
                "Trust any server key (testing only)."),
         Option("sftp_verify", Kind.TEXT, "auto", "How uploads are checked before the rename: "
-               "auto (sha256sum on the server if it allows commands, else read back), "
+               "auto (SHA-256 on the server with openssl or sha256sum if it allows commands, else "
+               "read back), "
                "hash or reread."),
         Option("sftp_connect_timeout_s", Kind.NUMBER, 15, "Seconds to connect and log in.",
                minimum=1, maximum=600),

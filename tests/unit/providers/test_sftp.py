@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import subprocess
 import threading
 import time
@@ -170,12 +171,41 @@ def test_wrong_password_is_permanent_and_never_shown(make):
     assert "hunter2" not in str(caught.value) and "hunter2" not in repr(provider)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="a password check needs a root-run sshd that reads "
+                    "/etc/shadow (CI runs as root)")
+def test_password_login(sshd, make):
+    sshd.start_password_login()
+    provider = make(sftp_key="", sftp_pass=sshd.password, sftp_port=sshd.password_port)
+    data = os.urandom(2 * MiB)
+    _put(provider, "{root[work]}/by-password.bin", data)
+    assert _read(provider, "{root[work]}/by-password.bin") == data
+    assert provider.check() == [] and sshd.password not in provider.describe()
+    wrong = make(sftp_key="", sftp_pass=sshd.password[::-1], sftp_port=sshd.password_port)
+    with pytest.raises(PermanentError) as caught:
+        wrong.stat("{root[work]}/by-password.bin")
+    assert "refused the login" in str(caught.value) and "sftp_pass" in str(caught.value)
+    assert sshd.password[::-1] not in str(caught.value)
+
+
 def test_unreachable_server_is_transient(make):
     provider = make(sftp_port=free_port(), sftp_connect_timeout_s=2)
     started = time.monotonic()
     with pytest.raises(TransientError, match="connection was refused"):
         provider.stat("{root[work]}/x.bin")
     assert time.monotonic() - started < 5
+
+
+def test_a_server_that_never_answers_times_out_on_connect(make):
+    with socket.socket() as silent:  # accepts the TCP connection, never says a word
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        provider = make(sftp_port=silent.getsockname()[1], sftp_connect_timeout_s=1)
+        started = time.monotonic()
+        with pytest.raises(TransientError, match="no answer within 1 s"):
+            provider.stat("{root[work]}/x.bin")
+        assert time.monotonic() - started < 4
+        (problem,) = provider.check()
+        assert "no answer within 1 s" in problem and "will retry" in problem
 
 
 # -- roots and permissions --------------------------------------------------------------------
@@ -254,8 +284,9 @@ def test_reread_mode_never_runs_commands(sshd, make):
     assert provider.verifier.last_method == "reread" and provider.features.verification == "reread"
 
 
-def test_a_part_corrupted_on_the_server_fails_verification(make, root):
-    provider = make()
+@pytest.mark.parametrize("check", ["server_hash", "reread"])
+def test_a_part_corrupted_on_the_server_fails_verification(sshd, make, root, check):
+    provider = make() if check == "server_hash" else make(sftp_port=sshd.sftp_only_port)
     data = os.urandom(3 * MiB)
     writer = provider.open_writer("{root[work]}/rot.bin", len(data))
     writer.write(data)
@@ -266,6 +297,7 @@ def test_a_part_corrupted_on_the_server_fails_verification(make, root):
         handle.write(b"\xff" * 16)
     with pytest.raises(TransientError, match="verification failed"):
         writer.commit(len(data), _sha(data))
+    assert provider.verifier.last_method == check
     assert not part.exists() and provider.stat("{root[work]}/rot.bin") is None
 
 
