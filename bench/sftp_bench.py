@@ -4,8 +4,8 @@ A throwaway OpenSSH sshd on 127.0.0.1 (the test suite's, tests/sftp_server.py: a
 dedicated unprivileged user, key login, known_hosts checked) serves one folder. Each
 workload runs both ways:
 
-* up: local folder -> SFTP; SiteSync verifies every upload on the server (sha256sum over
-  SSH for files over 1 MiB, a re-read for smaller ones) before the atomic rename, and
+* up: local folder -> SFTP; SiteSync verifies every upload on the server (SHA-256 by
+  `openssl dgst` over SSH for files over 1 MiB, a re-read for smaller ones) before the atomic rename, and
   records it in the embedded store. rclone's default compares an md5sum it runs on the
   server; the `--sftp-disable-hashcheck` row shows rclone without that check.
 * down: SFTP -> local folder; SiteSync hashes the stream, verifies the local copy after

@@ -47,12 +47,12 @@ from app.errors import (
 from providers.base import Features, Provider, Reader, RemoteFile, Writer
 from providers.local_drive import PART_SUFFIX, part_path
 from providers.paths import is_inside, parse_roots, safe_join, select_root, split_rootless
+from providers.sftp import shared
 from providers.sftp.errors import classify, is_connection_error
-from providers.sftp.loop import LoopClosedError, LoopThread
+from providers.sftp.loop import LoopClosedError
 from providers.sftp.options import SftpOptions, parse_options
-from providers.sftp.pool import Channel, SessionPool
+from providers.sftp.pool import Channel
 from providers.sftp.streams import RECOVERIES, Download, Upload, bounded
-from providers.sftp.verify import Verifier
 
 __all__ = ["SftpProvider"]
 
@@ -233,9 +233,12 @@ class SftpProvider(Provider):
         self.options = parse_options(site, config)
         self._roots = parse_roots(site, config, pathmod=posixpath)
         key = _load_key(site, self.options)
-        self._loop = LoopThread(f"sitesync-sftp-{site}")
-        self.pool = SessionPool(site, self.options, key)
-        self.verifier = Verifier(site, self.options, self.pool)
+        #: Shared with the site's other providers (other projects): one pool per site.
+        self._connections = shared.attach(site, self.options, key)
+        self._loop = self._connections.loop
+        self.pool = self._connections.pool
+        self.verifier = self._connections.verifier
+        self._closed = False
         self._real_roots: dict[str, str] = {}
         self._dirs: dict[str, float] = {}
         options = self.options
@@ -831,4 +834,9 @@ class SftpProvider(Provider):
         return f"logged in as {options.address}, {trust}, uploads verified {method}"
 
     def close(self) -> None:
-        self._loop.close(self.pool.close() if self._loop.started else None)
+        """Idempotent. The site's connections close with the last provider using them
+        (until then, transfers this provider started finish or abort normally)."""
+        if self._closed:
+            return
+        self._closed = True
+        shared.detach(self.site, self.options, self._connections)

@@ -312,6 +312,26 @@ def test_connections_are_reused_across_files(make):
     assert provider.pool.connects == 1
 
 
+def test_projects_on_one_site_share_its_connections(sshd, make, root):
+    # The engine builds a provider per (project, site); projects may use other roots.
+    other_root = sshd.folder(f"other-project-{uuid.uuid4().hex[:8]}")
+    first, second = make(), make(root=other_root)
+    _put(first, "{root[work]}/a.bin", b"first")
+    _put(second, "{root[work]}/b.bin", b"second")
+    assert first.pool is second.pool and first.pool.connects == 1
+    assert (other_root / "b.bin").read_bytes() == b"second"
+    different = make(sftp_max_connections=2)  # other settings: a pool of its own
+    assert different.pool is not first.pool
+    pool = first.pool
+    first.close()
+    first.close()  # idempotent: the second provider keeps its connections
+    assert _read(second, "{root[work]}/b.bin") == b"second" and pool.connects == 1
+    second.close()
+    assert pool.connections == 0
+    again = make()
+    assert again.pool is not pool and _read(again, "{root[work]}/a.bin") == b"first"
+
+
 def test_channels_stay_within_the_servers_limit(make):
     # The test server allows 10 sessions per connection; we claim 30 on one connection.
     provider = make(sftp_max_connections=1, sftp_max_sessions=30)
