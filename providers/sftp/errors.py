@@ -20,6 +20,7 @@ from providers.sftp.options import SftpOptions
 __all__ = [
     "auth_error",
     "classify",
+    "forget_command",
     "host_key_error",
     "is_connection_error",
     "keyscan_command",
@@ -52,6 +53,12 @@ def keyscan_command(options: SftpOptions) -> str:
     return f"ssh-keyscan {port}{options.host} >> {target}"
 
 
+def forget_command(options: SftpOptions) -> str:
+    """known_hosts names a server on port 22 by its name alone, else as [name]:port."""
+    name = options.host if options.port == 22 else f"'[{options.host}]:{options.port}'"
+    return f"ssh-keygen -R {name} -f {options.known_hosts}"
+
+
 def host_key_error(site: str, options: SftpOptions, known: bool, offered: str | None) -> PermanentError:
     """The server's key is not in known_hosts (``known`` False) or differs from the one
     listed there (``known`` True: a reinstalled server, or someone in the middle)."""
@@ -61,9 +68,8 @@ def host_key_error(site: str, options: SftpOptions, known: bool, offered: str | 
             f"the host key of {options.host}:{options.port} (site '{site}') has CHANGED: it does "
             f"not match {options.known_hosts}.{seen} This happens when the server is reinstalled, "
             "or when someone intercepts the connection. Ask the server admin for the new key's "
-            f"fingerprint; if it matches, remove the old entry (ssh-keygen -R "
-            f"'[{options.host}]:{options.port}' -f {options.known_hosts}) and add the new one "
-            f"(`{keyscan_command(options)}`)")
+            f"fingerprint; if it matches, remove the old entry (`{forget_command(options)}`) "
+            f"and add the new one (`{keyscan_command(options)}`)")
     return PermanentError(
         f"the host key of {options.host}:{options.port} (site '{site}') is not trusted: "
         f"{options.known_hosts} does not list this server.{seen} Add it with "

@@ -15,12 +15,15 @@ import subprocess
 import threading
 import time
 import uuid
+from dataclasses import replace
 
 import pytest
 
 from app.errors import CancelledTransfer, ConfigError, PathEscapeError, PermanentError, TransientError
 from providers.registry import create_provider
 from providers.sftp import SftpProvider, streams
+from providers.sftp.errors import forget_command
+from providers.sftp.options import SftpOptions
 from providers.sftp.verify import REREAD_MAX_BYTES
 from tests.sftp_server import can_mount, free_port
 
@@ -141,11 +144,25 @@ def test_unknown_host_key_is_refused_with_the_keyscan_line(sshd, make):
 
 
 def test_changed_host_key_is_refused_as_possible_interception(sshd, make):
-    provider = make(known_hosts=sshd.known_hosts_with("changed", "wrong"))
+    known_hosts = sshd.known_hosts_with("changed", "wrong")
+    provider = make(known_hosts=known_hosts)
     with pytest.raises(PermanentError) as caught:
         _put(provider, "{root[work]}/x.bin", b"data")
     text = str(caught.value)
     assert "has CHANGED" in text and "ssh-keygen -R" in text and "SHA256:" in text
+    # The two commands the message gives (forget the old key, add the new) fix it.
+    forget, scan = text.split("`")[1::2]
+    for command in (forget, scan):
+        subprocess.run(["sh", "-c", command], check=True, capture_output=True, timeout=30)
+    fixed = make(known_hosts=known_hosts)
+    _put(fixed, "{root[work]}/x.bin", b"data")
+    assert fixed.stat("{root[work]}/x.bin").size == 4
+
+
+def test_known_hosts_names_port_22_without_brackets():
+    options = SftpOptions(host="files.example", port=22, user="a", known_hosts="/k")
+    assert forget_command(options) == "ssh-keygen -R files.example -f /k"
+    assert forget_command(replace(options, port=2222)) == "ssh-keygen -R '[files.example]:2222' -f /k"
 
 
 def test_opting_out_of_host_key_checks_is_explicit(sshd, make):
