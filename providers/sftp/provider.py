@@ -580,8 +580,7 @@ class SftpProvider(Provider):
             while True:
                 try:
                     await upload.drain()
-                    channel = upload.channel
-                    assert channel is not None and upload.file is not None
+                    assert upload.channel is not None and upload.file is not None
                     # fsync@openssh.com and the size, in one round trip.
                     _, attrs = await self._t(asyncio.gather(_fsync(upload.file), upload.file.stat()))
                     size = attrs.size or 0
@@ -590,7 +589,7 @@ class SftpProvider(Provider):
                     if size != expected_size:
                         problems.append(f"size {size} bytes, expected {expected_size}")
                     else:
-                        got = await self.verifier.digests(upload.file, part, size, set(wanted))
+                        got = await self._verify(upload, size, set(wanted))
                         problems += [f"{name} {got[name]}, expected {value}"
                                      for name, value in sorted(wanted.items()) if got[name] != value]
                     break
@@ -608,7 +607,9 @@ class SftpProvider(Provider):
                     f"{'; '.join(problems)}; the partial copy was discarded and the next attempt "
                     "starts over")
             await upload._close_file()
-            await self._rename(channel.sftp, part, final)
+            if upload.channel is None:  # given back for the server's hash command
+                upload.channel = await self.pool.acquire()
+            await self._rename(upload.channel.sftp, part, final)
             upload._release(broken=False)
         except (asyncio.CancelledError, TransientError):
             # Interrupted (a pause, a connection that did not come back): the part stays
@@ -624,6 +625,26 @@ class SftpProvider(Provider):
             raise error from exc
         return RemoteFile(path=rootless, size=size, id=posixpath.basename(final),
                           mtime=attrs.mtime, hashes={"sha256": got["sha256"]})
+
+    async def _verify(self, upload: Upload, size: int, wanted: set[str]) -> dict[str, str]:
+        """Digests of the stored part: the server's SHA-256 when it can compute one,
+        else the part read back (see :mod:`providers.sftp.verify`)."""
+        verifier = self.verifier
+        if verifier.wants_server_hash(size, wanted):
+            # The command needs a channel slot of its own and the part's handle is not
+            # needed meanwhile: give the channel back first. With every slot held by
+            # uploads at this step (a server with MaxSessions 1), waiting for another
+            # one would never end.
+            await upload._close_file()
+            upload._release(broken=False)
+            digest = await verifier.server_sha256(upload.part, size)
+            if digest is not None:
+                return {"sha256": digest}
+            # auto, and the server runs no hash command: read the part back.
+            upload.channel = await self.pool.acquire()
+            upload.file = await self._t(upload.channel.sftp.open(upload.part, "rb", encoding=None,
+                                                                 block_size=0))
+        return await verifier.reread(upload.file, size, wanted)
 
     async def _rename(self, sftp: Any, part: str, final: str) -> None:
         try:

@@ -98,8 +98,22 @@ class Verifier:
                             f"{output or 'no output'}")
         return "; ".join(problems)
 
-    async def _server_sha256(self, path: str, size: int) -> str | None:
-        """The server's sha256 of ``path``; None when it cannot tell (auto falls back)."""
+    def wants_server_hash(self, size: int, algorithms: set[str]) -> bool:
+        """Whether :meth:`server_sha256` is worth a try for this part: only SHA-256
+        wanted, the file over :data:`REREAD_MAX_BYTES`, and the server not known to
+        refuse (in ``hash`` mode tried anyway, so that the refusal is reported)."""
+        if self._options.verify == "reread" or set(algorithms) - {"sha256"}:
+            return False
+        if size <= REREAD_MAX_BYTES:
+            return False
+        return self._options.verify == "hash" or self.server_hash_works is not False
+
+    async def server_sha256(self, path: str, size: int) -> str | None:
+        """The server's sha256 of ``path``; None when it cannot tell (auto falls back).
+
+        Runs on a command channel of its own: the caller gives its SFTP channel back to
+        the pool first, or on a server whose every channel slot is held by uploads at
+        this step (``MaxSessions 1``) the command would wait for ever."""
         if self.server_hash_works is None:
             problem = await self.probe()
             self.server_hash_works = problem is None
@@ -117,6 +131,7 @@ class Verifier:
         done = await self._pool.run_command(self.command.format(path=shlex.quote(path)), timeout)
         match = _SHA256_LINE.match(done.stdout or "") if done.exit_status == 0 else None
         if match:
+            self.last_method = "server_hash"
             return match.group(1)
         detail = " ".join((done.stderr or done.stdout or "no output").split())[:200]
         if self._options.verify == "hash":
@@ -128,16 +143,10 @@ class Verifier:
                      "by reading them back from now on", self._site, path, detail)
         return None
 
-    async def digests(self, file: Any, path: str, size: int,
-                      algorithms: set[str]) -> dict[str, str]:
-        """Hex digests of the stored part (``file`` is its open handle) for
-        ``algorithms`` (always including sha256)."""
+    async def reread(self, file: Any, size: int, algorithms: set[str]) -> dict[str, str]:
+        """Hex digests (sha256 and ``algorithms``) of the part read back through its
+        open handle ``file``."""
         algorithms = set(algorithms) | {"sha256"}
-        if algorithms == {"sha256"} and size > REREAD_MAX_BYTES:
-            digest = await self._server_sha256(path, size)
-            if digest is not None:
-                self.last_method = "server_hash"
-                return {"sha256": digest}
         _, digests = await hash_remote_file(file, size, self._options.stall_timeout_s, algorithms)
         self.last_method = "reread"
         return digests

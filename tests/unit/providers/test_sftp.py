@@ -371,6 +371,32 @@ def test_channels_stay_within_the_servers_limit(make):
     assert provider.pool.connects == 1
 
 
+def test_server_hashing_never_waits_for_the_channels_uploads_hold(make, root):
+    # One channel per connection, as on a server with MaxSessions 1: the command that
+    # hashes a part needs a slot while every slot is held by an upload at that step.
+    provider = make(sftp_max_connections=2, sftp_max_sessions=1, sftp_stall_timeout_s=5)
+    data = {index: os.urandom(REREAD_MAX_BYTES + 1 + index) for index in range(4)}
+    errors: list[BaseException] = []
+
+    def upload(index: int) -> None:
+        try:
+            _put(provider, f"{{root[work]}}/one-slot/{index}.bin", data[index])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=upload, args=(index,)) for index in data]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert time.monotonic() - started < 5  # never waited for the stall timeout
+    assert provider.verifier.last_method == "server_hash" and provider.pool.connects <= 2
+    for index, content in data.items():
+        assert (root / "one-slot" / f"{index}.bin").read_bytes() == content
+
+
 # -- failures mid-transfer --------------------------------------------------------------------
 
 
