@@ -476,6 +476,26 @@ def test_stalled_server_is_given_up_on_and_the_upload_recovers(sshd, make, root)
     assert (root / "stall.bin").read_bytes() == data
 
 
+def test_stalled_server_is_given_up_on_and_the_download_recovers(sshd, make, root):
+    data = os.urandom(16 * MiB)
+    (root / "stall-down.bin").write_bytes(data)
+    sshd.chown(root / "stall-down.bin")
+    provider = make(sftp_stall_timeout_s=1)
+    out = bytearray()
+    with provider.open_reader("{root[work]}/stall-down.bin") as reader:
+        out += reader.read(MiB)
+        frozen = sshd.freeze_connections()
+        try:
+            started = time.monotonic()
+            while block := reader.read(MiB):
+                out += block
+            assert time.monotonic() - started < 15
+        finally:
+            sshd.kill(frozen)
+        assert reader.changed() is None
+    assert bytes(out) == data and provider.pool.connects >= 2
+
+
 def test_interrupt_cuts_a_blocked_write_short(sshd, make, root):
     provider = make(sftp_stall_timeout_s=30)
     data = os.urandom(32 * MiB)
