@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -25,7 +26,7 @@ from app.errors import ConfigError, SiteSyncError, StoreUnavailableError, UserFi
 from app.events.types import EngineStateChanged, Event, FileFailed, FileSynced
 from app.logs import close_log, log_to_file
 from app.model import Status, SummaryQuery
-from app.settings import Settings, load_settings
+from app.settings import LOCAL_SITE, Settings, load_settings
 from app.store import Store, open_store
 
 __all__ = ["main"]
@@ -61,6 +62,14 @@ class _Context:
             s = self.settings
             self._store = open_store(s.database_url, s.database_name, paths.data_dir())
         return self._store
+
+    def site(self, name: str | None) -> str | None:
+        """A site named on the command line: ``local`` is this machine (its ``local_id``),
+        as in ``publish_site``/``remote_site``; the database only knows the real name, so
+        ``--site local`` must never be written there as a site called "local"."""
+        if name == LOCAL_SITE and self.settings.local_id:
+            return self.settings.local_id
+        return name
 
     def projects(self) -> list[str]:
         if getattr(self.args, "project", None):
@@ -291,11 +300,11 @@ def cmd_reset(ctx: _Context) -> int:
     total = 0
     if ctx.args.repre:
         project = _require_project(ctx)
-        site = ctx.args.site or ctx.settings.project(project).remote_site
+        site = ctx.site(ctx.args.site) or ctx.settings.project(project).remote_site
         total = ctx.store.reset_site(project, ctx.args.repre, site, file_id=ctx.args.file)
     else:
         for project in ctx.projects():
-            total += ctx.store.reset_failed(project, ctx.args.site)
+            total += ctx.store.reset_failed(project, ctx.site(ctx.args.site))
     _print(f"reset {total} site entr{'y' if total == 1 else 'ies'}; they will be retried")
     return 0
 
@@ -304,7 +313,7 @@ def cmd_pause(ctx: _Context, paused: bool) -> int:
     verb = "paused" if paused else "resumed"
     if ctx.args.repre:
         project = _require_project(ctx)
-        sites = [ctx.args.site] if ctx.args.site else _pair_sites(ctx, project)
+        sites = [ctx.site(ctx.args.site)] if ctx.args.site else _pair_sites(ctx, project)
         for site in sites:
             ctx.store.set_paused(project, ctx.args.repre, site, paused)
         _print(f"{verb} representation {ctx.args.repre} on {', '.join(sites)}")
@@ -332,23 +341,25 @@ def _require_project(ctx: _Context) -> str:
 
 def cmd_add_site(ctx: _Context) -> int:
     project = _require_project(ctx)
-    n = ctx.store.add_site(project, ctx.args.repre, ctx.args.site, force=ctx.args.force,
+    site = ctx.site(ctx.args.site)
+    n = ctx.store.add_site(project, ctx.args.repre, site, force=ctx.args.force,
                            priority=ctx.args.priority)
-    _print(f"site {ctx.args.site} added to {n} file(s)" if n else
-           f"every file already has site {ctx.args.site} (use --force to re-sync)")
+    _print(f"site {site} added to {n} file(s)" if n else
+           f"every file already has site {site} (use --force to re-sync)")
     return 0
 
 
 def cmd_remove_site(ctx: _Context) -> int:
     project = _require_project(ctx)
-    n = ctx.store.remove_site(project, ctx.args.repre, ctx.args.site)
-    _print(f"site {ctx.args.site} removed from {n} file(s)")
+    site = ctx.site(ctx.args.site)
+    n = ctx.store.remove_site(project, ctx.args.repre, site)
+    _print(f"site {site} removed from {n} file(s)")
     return 0 if n else 1
 
 
 def cmd_priority(ctx: _Context) -> int:
     project = _require_project(ctx)
-    site = ctx.args.site or ctx.settings.project(project).active_site
+    site = ctx.site(ctx.args.site) or ctx.settings.project(project).active_site
     ctx.store.set_priority(project, ctx.args.repre, site, ctx.args.value)
     _print(f"priority {ctx.args.value} set on {site}")
     return 0
@@ -359,7 +370,7 @@ def cmd_publish(ctx: _Context) -> int:
 
     project = _require_project(ctx)
     ps = ctx.settings.project(project)
-    site = ctx.args.site or ps.active_site
+    site = ctx.site(ctx.args.site) or ps.active_site
     queued = [ps.remote_site, *ps.always_accessible_on]
     repre = build_representation(
         project, [Path(f) for f in ctx.args.files], ps.site(site).roots,
@@ -633,6 +644,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`sitesync status | head`): stop quietly, as `cat` does,
+        # and keep Python's exit-time flush of stdout from raising again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     finally:
         ctx.close()
 

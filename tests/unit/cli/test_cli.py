@@ -58,6 +58,53 @@ def test_site_actions_and_reset(home, capsys):
     assert main(["reset"]) == 0 and "reset 0 site entries" in capsys.readouterr().out
 
 
+def test_site_local_means_this_machine(home, capsys):
+    """`--site local` is this machine's local_id, as in publish_site/remote_site: a site
+    entry literally named "local" would be a request nobody ever serves."""
+    main(["demo"])
+    page = _status_json(capsys)
+    lamp = next(r for r in page["representations"] if r["asset"] == "lamp")
+    local_id = page["active_site"]
+    assert main(["add-site", "--project", "demo", "--repre", lamp["id"], "--site", "local"]) == 0
+    assert capsys.readouterr().out.strip() == f"site {local_id} added to 1 file(s)"
+    lamp = next(r for r in _status_json(capsys)["representations"] if r["asset"] == "lamp")
+    assert lamp["active"]["status"] == "Queued"
+    assert main(["pause", "--project", "demo", "--repre", lamp["id"], "--site", "local"]) == 0
+    lamp = next(r for r in _status_json(capsys)["representations"] if r["asset"] == "lamp")
+    assert lamp["active"]["status"] == "Paused" and lamp["remote"]["status"] == "Synced"
+    assert main(["resume", "--project", "demo", "--repre", lamp["id"], "--site", "local"]) == 0
+    assert main(["priority", "--project", "demo", "--repre", lamp["id"], "--site", "local",
+                 "70"]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"priority 70 set on {local_id}")
+    lamp = next(r for r in _status_json(capsys)["representations"] if r["asset"] == "lamp")
+    assert (lamp["active"]["status"], lamp["priority"]) == ("Queued", 70)
+    assert main(["remove-site", "--project", "demo", "--repre", lamp["id"], "--site", "local"]) == 0
+    assert capsys.readouterr().out.strip() == f"site {local_id} removed from 1 file(s)"
+    lamp = next(r for r in _status_json(capsys)["representations"] if r["asset"] == "lamp")
+    assert lamp["active"]["status"] == "Not available"
+
+
+def test_a_closed_pipe_ends_the_output_quietly(home):
+    """`sitesync status | head -1`: the reader leaves early. Here it has left before the
+    first line, so every write meets a closed pipe: exit 141 (as a process killed by
+    SIGPIPE reports), and no traceback on stderr."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    main(["demo"])
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-m", "app", "status"], stdout=write_end,
+                              stderr=subprocess.PIPE, cwd=Path(__file__).resolve().parents[3],
+                              text=True, timeout=120, check=False)
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (141, "")
+
+
 def test_engine_pause_is_written_for_a_running_engine(home, capsys):
     assert main(["pause"]) == 0
     state = json.loads((home / "data" / "state" / "engine.json").read_text())
