@@ -86,7 +86,18 @@ def load_settings(path: PathLike | None = None, *, platform: str | None = None) 
     generated = _ensure_local_id(raw)
     settings = _build(raw, file, platform)
     if generated:
-        save_settings(raw, file)
+        try:
+            save_settings(raw, file)
+        except ConfigError as exc:
+            # A server's settings are often root-owned and read-only to the service user:
+            # say which key is missing rather than only that the file cannot be written.
+            raise ConfigError(
+                f"settings file {file} has no local_id, and the new one could not be saved "
+                f"({exc.message})",
+                fix='add "local_id": "<a name for this machine, e.g. render-server-01>" to '
+                "the file, or let the user running SiteSync write it",
+                key="local_id",
+            ) from None
     return settings
 
 

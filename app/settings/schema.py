@@ -192,7 +192,11 @@ COMMON_SITE_OPTIONS: tuple[Option, ...] = (
 MACHINE_SITE_KEYS = ("bwlimit", "transfers")
 
 PROVIDER_OPTIONS: Mapping[str, tuple[Option, ...]] = {
-    "local_drive": (),
+    "local_drive": (
+        Option("verify_reread", Kind.BOOL, False, "Verify each written file by reading it back "
+               "from the disk (cache dropped) instead of hashing the bytes as they are "
+               "written: worth it on a NAS whose network path is not trusted."),
+    ),
     "gdrive": (
         Option("credentials_url", Kind.PLATFORM_TEXT, "", "Service account JSON key file."),
         Option("chunk_size", Kind.WHOLE, 8 * 1024 * 1024, "Upload chunk size in bytes; a "

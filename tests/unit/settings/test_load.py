@@ -97,6 +97,29 @@ def test_invalid_file_without_local_id_is_not_rewritten(write_settings, config_f
     assert config_file.read_bytes() == before
 
 
+@posix_only
+def test_a_read_only_file_without_local_id_asks_for_one(write_settings, config_file) -> None:
+    """A server's settings are root-owned and read-only to the service user (docs/deploy.md):
+    the message must name the missing local_id, not only the failed write. The write is
+    made to fail for real, also as root (CI), by a zero file-size limit."""
+    import resource
+    import subprocess
+
+    raw = valid_raw()
+    del raw["local_id"]
+    write_settings(raw)
+    before = config_file.read_bytes()
+    done = subprocess.run(
+        [sys.executable, "-m", "app", "status"], capture_output=True, text=True, timeout=60,
+        check=False, cwd=Path(__file__).resolve().parents[3],
+        env={**os.environ, "SITESYNC_CONFIG": str(config_file)},
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0)))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "has no local_id, and the new one could not be saved" in done.stderr
+    assert 'Fix: add "local_id":' in done.stderr and "Traceback" not in done.stderr
+    assert config_file.read_bytes() == before
+
+
 def test_sitesync_config_env_var_chooses_the_file(tmp_path, monkeypatch) -> None:
     other = tmp_path / "elsewhere" / "my.json"
     monkeypatch.setenv("SITESYNC_CONFIG", str(other))
