@@ -80,6 +80,12 @@ def test_the_bundle_holds_icons_providers_and_only_the_drive_discovery_document(
     modules = {entry[0] for entry in ast.literal_eval(toc)[1]}
     for target in PROVIDERS.values():
         assert target.partition(":")[0] in modules, target
+    # What an admin unpacks on a server is all they need: the unit and its guide.
+    unit = (bundle / "sitesync.service").read_text()
+    assert unit == (REPO / "packaging" / "sitesync.service").read_text()
+    assert "Documentation=file:///opt/sitesync/docs/deploy.md" in unit
+    assert (bundle / "docs" / "deploy.md").read_text() == (REPO / "docs" / "deploy.md").read_text()
+    assert (bundle / "README.md").is_file() and (bundle / "docs" / "providers" / "gdrive.md").is_file()
     size = bundle_size_mb(bundle)
     assert size < MAX_BUNDLE_MB, f"bundle is {size:.0f} MiB"
 

@@ -1,6 +1,7 @@
 """docs/configuration.md stays true to the settings table (app/settings/schema.py): every
-key is documented, and every JSON example parses and, when it is a whole settings file,
-passes the same validation as the loader."""
+key is documented with the default the loader uses, every provider has its own guide, and
+every JSON example parses and, when it is a whole settings file, passes the same
+validation as the loader."""
 
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ from app.settings import (
     GLOBAL_OPTIONS,
     HOOKS_OPTIONS,
     PROVIDER_OPTIONS,
+    PROVIDERS,
     validate,
 )
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+REPO = Path(__file__).resolve().parents[2]
+DOC = REPO / "docs" / "configuration.md"
 TEXT = DOC.read_text()
 EXAMPLES = re.findall(r"```json\n(.*?)```", TEXT, flags=re.S)
 
@@ -63,3 +66,43 @@ def test_examples_are_valid_settings(example):
     else:  # a fragment: it must be valid inside a default settings file
         full = {"local_id": "artist-one", **document}
         assert validate(full, platform="linux") == []
+
+
+def documented_defaults(text: str, key: str) -> list[str]:
+    """The default cell of every table row for ``key`` whose default is written as code
+    (`8`, `""`, `"auto"`): rows saying "required" or "generated" have nothing to check."""
+    return re.findall(rf"^\| `{re.escape(key)}` \| `([^`]*)`", text, flags=re.M)
+
+
+def _shown(default):
+    return list(default) if isinstance(default, tuple) else default
+
+
+def _same(cell: str, default) -> bool:
+    try:
+        return json.loads(cell) == _shown(default)
+    except ValueError:  # a bare word or URL: `https://www.googleapis.com/`
+        return cell == str(default)
+
+
+@pytest.mark.parametrize("option", [*GLOBAL_OPTIONS, *ENGINE_OPTIONS, *COMMON_SITE_OPTIONS,
+                                    *(o for opts in PROVIDER_OPTIONS.values() for o in opts)],
+                         ids=lambda o: o.key)
+def test_documented_defaults_are_the_loaders(option):
+    """In configuration.md and in the provider guides: a default that drifted from the
+    schema would tell an admin the wrong behaviour for a key left out."""
+    if option.default is None:
+        return
+    texts = [TEXT, *(p.read_text() for p in (REPO / "docs" / "providers").glob("*.md"))]
+    cells = [cell for text in texts for cell in documented_defaults(text, option.key)]
+    wrong = [cell for cell in cells if not _same(cell, option.default)]
+    assert not wrong, (f"{option.key}: documented default {wrong} but the loader uses "
+                       f"{_shown(option.default)!r} (app/settings/schema.py)")
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_every_provider_has_a_guide_linked_from_the_readme_and_the_reference(provider):
+    guide = REPO / "docs" / "providers" / f"{provider}.md"
+    assert guide.is_file(), f"docs/providers/{provider}.md: the set-up guide of provider {provider}"
+    assert f"(docs/providers/{provider}.md)" in (REPO / "README.md").read_text()
+    assert f"(providers/{provider}.md)" in TEXT
