@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from app.cli_policy import POLICY_COMMANDS, add_policy_parsers
 from app.errors import ConfigError, SiteSyncError, StoreUnavailableError, UserFixableError
 from app.events.types import EngineStateChanged, Event, FileFailed, FileSynced
 from app.logs import close_log, log_to_file
-from app.model import Status, SummaryQuery
+from app.model import FileRecord, Status, SummaryQuery
 from app.settings import LOCAL_SITE, Settings, load_settings
 from app.store import Store, open_store
 
@@ -301,12 +301,43 @@ def cmd_reset(ctx: _Context) -> int:
     if ctx.args.repre:
         project = _require_project(ctx)
         site = ctx.site(ctx.args.site) or ctx.settings.project(project).remote_site
+        alone = [] if ctx.args.force else _only_copies(ctx, project, site)
+        if alone:
+            raise UserFixableError(
+                f"site {site} holds the only copy of {len(alone)} file(s) of representation "
+                f"{ctx.args.repre} (e.g. {alone[0]}); resetting it would mark them missing "
+                "everywhere, with nothing to fetch them from",
+                fix=f"sync them to another site first (sitesync add-site), or add --force if "
+                f"the copies on {site} are really gone")
         total = ctx.store.reset_site(project, ctx.args.repre, site, file_id=ctx.args.file)
     else:
         for project in ctx.projects():
             total += ctx.store.reset_failed(project, ctx.site(ctx.args.site))
     _print(f"reset {total} site entr{'y' if total == 1 else 'ies'}; they will be retried")
     return 0
+
+
+def _only_copies(ctx: _Context, project: str, site: str) -> list[str]:
+    """Paths of the files (of ``--repre``, or its ``--file``) that ``site`` has and no other
+    site has: the Sync Queue's Re-sync refuses these too, so the only copy is never
+    declared missing. Read a page at a time (a representation may hold 100,000 frames)."""
+    repre, file_id = ctx.args.repre, ctx.args.file
+    if file_id:
+        files = iter([ctx.store.get_file(project, repre, file_id)])
+    else:
+        files = _every_file(ctx.store, project, repre)
+    return [f.path for f in files
+            if (mine := f.site(site)) is not None and mine.available
+            and not any(other.available for other in f.sites if other.name != site)]
+
+
+def _every_file(store: Store, project: str, repre_id: str, page: int = 1000) -> Iterator[FileRecord]:
+    offset = 0
+    while batch := store.file_page(project, repre_id, offset, page):
+        yield from batch
+        offset += len(batch)
+        if len(batch) < page:
+            return
 
 
 def cmd_pause(ctx: _Context, paused: bool) -> int:
@@ -548,6 +579,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--repre", help="one representation id (default: every failed file)")
     p.add_argument("--file", help="one file id of that representation")
     p.add_argument("--site", help="only this site")
+    p.add_argument("--force", action="store_true", help="with --repre: reset even files that "
+                   "site holds alone (their copies there are gone)")
 
     for name, text in (("pause", "pause syncing"), ("resume", "resume syncing")):
         p = sub.add_parser(name, help=f"{text} (this machine, a project, or a representation)")

@@ -41,7 +41,7 @@ _values = st.one_of(
 _COMMANDS: dict[str, tuple[list[str], list[str], int]] = {
     "status": (["--json"], ["--project", "--active", "--remote", "--status", "--text", "--sort",
                             "--limit"], 0),
-    "reset": ([], ["--project", "--repre", "--file", "--site"], 0),
+    "reset": (["--force"], ["--project", "--repre", "--file", "--site"], 0),
     "pause": ([], ["--project", "--repre", "--site"], 0),
     "resume": ([], ["--project", "--repre", "--site"], 0),
     "add-site": (["--force"], ["--project", "--repre", "--site", "--priority"], 0),

@@ -84,6 +84,30 @@ def test_site_local_means_this_machine(home, capsys):
     assert lamp["active"]["status"] == "Not available"
 
 
+def test_reset_never_declares_the_only_copy_missing(home, capsys):
+    """`reset --repre R --site S` re-fetches S's files from another site; where S holds the
+    only copy that would leave a file wanted everywhere and present nowhere (as the Sync
+    Queue's Re-sync, it is refused; --force when the copies on S are really gone)."""
+    main(["demo"])
+    page = _status_json(capsys)
+    lamp = next(r for r in page["representations"] if r["asset"] == "lamp")  # on studio only
+    assert main(["reset", "--project", "demo", "--repre", lamp["id"], "--site", "studio"]) == 2
+    err = capsys.readouterr().err
+    assert "site studio holds the only copy of 1 file(s)" in err and "--force" in err
+    lamp = next(r for r in _status_json(capsys)["representations"] if r["asset"] == "lamp")
+    assert lamp["remote"]["status"] == "Synced"
+    assert main(["serve", "--once"]) == 0
+    chair = next(r for r in _status_json(capsys)["representations"] if r["asset"] == "chair")
+    assert chair["status"] == "Synced"  # on both sites now: studio's copy can be re-fetched
+    assert main(["reset", "--project", "demo", "--repre", chair["id"], "--site", "studio"]) == 0
+    assert "reset 1 site entry" in capsys.readouterr().out
+    chair = next(r for r in _status_json(capsys)["representations"] if r["asset"] == "chair")
+    assert chair["remote"]["status"] == "Queued"
+    assert main(["reset", "--project", "demo", "--repre", lamp["id"], "--site", "studio",
+                 "--force"]) == 0
+    assert "reset 1 site entry" in capsys.readouterr().out
+
+
 def test_a_closed_pipe_ends_the_output_quietly(home):
     """`sitesync status | head -1`: the reader leaves early. Here it has left before the
     first line, so every write meets a closed pipe: exit 141 (as a process killed by
