@@ -15,6 +15,7 @@ settings (``saved`` signal) off the GUI thread.
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -52,7 +53,13 @@ from app.settings import (
     validate,
 )
 from app.settings.local_id import env_local_id
-from app.settings.schema import Kind, engine_option, global_option
+from app.settings.schema import (
+    COMMON_SITE_OPTIONS,
+    MACHINE_SITE_KEYS,
+    Kind,
+    engine_option,
+    global_option,
+)
 from providers.registry import provider_kinds
 from ui.icons import app_icon, provider_icon
 
@@ -63,6 +70,11 @@ _ERROR_STYLE = "color: #C62828;"
 _GLOBAL_KEYS = ("local_id", "publish_site", "remote_site", "retry_cnt", "loop_delay",
                 "database_url", "database_name")
 _ALIASES = {"publish_site": ("active_site",)}
+#: This machine's limits for a site (``sites.<name>.transfers`` / ``bwlimit``), shown for
+#: every provider: the per-site concurrency and bandwidth the engine applies live.
+_LIMIT_OPTIONS = tuple(sorted((o for o in COMMON_SITE_OPTIONS if o.key in MACHINE_SITE_KEYS),
+                              key=lambda o: o.key != "transfers"))
+_LIMIT_LABELS = {"transfers": "Transfers at once", "bwlimit": "Bandwidth limit"}
 
 
 def plain(value: Any) -> Any:
@@ -111,6 +123,25 @@ def _typed(option: Option, text: str) -> Any:
                 return float(text)
             except ValueError:
                 pass
+    return text
+
+
+def _limit_text(value: Any) -> str:
+    """A limit as the editor shows it: ``{"upload": 2, "download": 8}`` reads "2:8"."""
+    if value is None:
+        return ""
+    if isinstance(value, Mapping):
+        if set(value) == {"upload", "download"}:
+            return f"{value['upload']}:{value['download']}"
+        return json.dumps(plain(value))
+    return str(value)
+
+
+def _limit_value(option: Option, text: str) -> Any:
+    """A limit field's text for the file: a lone whole number of transfers as a number;
+    anything else as typed (the validator reports what it cannot read)."""
+    if option.kind is Kind.TRANSFERS and text.isdigit():
+        return int(text)
     return text
 
 
@@ -216,6 +247,17 @@ class SiteEditor(QDialog):
         roots_box.addLayout(buttons)
         form.addRow("Roots", _with_error(roots_box, self.errors.add("root", _error_label())))
 
+        # This machine's limits for the site (kept when the provider changes).
+        self.limit_widgets: dict[str, QLineEdit] = {}
+        for option in _LIMIT_OPTIONS:
+            edit = QLineEdit(_limit_text(self._block.get(option.key)))
+            edit.setToolTip(option.help)
+            edit.setPlaceholderText("engine.workers_per_site" if option.key == "transfers"
+                                    else "off")
+            self.limit_widgets[option.key] = edit
+            form.addRow(_LIMIT_LABELS[option.key],
+                        _with_error(edit, self.errors.add(f"limit.{option.key}", _error_label())))
+
         self.options_form = QFormLayout()
         layout.addLayout(self.options_form)
         self.option_widgets: dict[str, QWidget] = {}
@@ -303,6 +345,15 @@ class SiteEditor(QDialog):
             else:
                 roots[name] = folder
         block["root"] = roots
+        for option in _LIMIT_OPTIONS:
+            text = self.limit_widgets[option.key].text().strip()
+            previous = self._block.get(option.key)
+            if text == _limit_text(previous):
+                continue  # unchanged: kept exactly as the file has it
+            if text:
+                block[option.key] = _limit_value(option, text)
+            else:
+                block.pop(option.key, None)
         for option in PROVIDER_OPTIONS.get(provider, ()):
             widget = self.option_widgets[option.key]
             if isinstance(widget, QCheckBox):
@@ -352,7 +403,8 @@ class SiteEditor(QDialog):
                 key = "name"
             elif problem.key.startswith(prefix + "."):
                 first = problem.key[len(prefix) + 1:].split(".", 1)[0]
-                key = first if first in ("provider", "root") else f"option.{first}"
+                key = (first if first in ("provider", "root") else f"limit.{first}"
+                       if first in MACHINE_SITE_KEYS else f"option.{first}")
             else:
                 continue
             mine.append(ConfigError(problem.message, problem.fix, key=key))
@@ -448,15 +500,16 @@ class SettingsDialog(QDialog):
     def _sites_tab(self) -> QWidget:
         page = QWidget()
         layout = QVBoxLayout(page)
-        self.sites_table = QTableWidget(0, 4)
-        self.sites_table.setHorizontalHeaderLabels(["Site", "Provider", "Roots", "Problem"])
+        self.sites_table = QTableWidget(0, 5)
+        self.sites_table.setHorizontalHeaderLabels(["Site", "Provider", "Roots", "Limits",
+                                                    "Problem"])
         self.sites_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.sites_table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.sites_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.sites_table.verticalHeader().hide()
         header = self.sites_table.horizontalHeader()
         header.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
-        header.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)
         self.sites_table.doubleClicked.connect(self._on_edit_site)
         layout.addWidget(self.sites_table)
         buttons = QHBoxLayout()
@@ -509,11 +562,15 @@ class SettingsDialog(QDialog):
             table.setItem(row, 0, item)
             table.setItem(row, 1, QTableWidgetItem(provider))
             table.setItem(row, 2, QTableWidgetItem(roots_text))
+            limits = [f"{_LIMIT_LABELS[o.key].lower()} {_limit_text(block.get(o.key))}"
+                      for o in _LIMIT_OPTIONS
+                      if isinstance(block, Mapping) and block.get(o.key) not in (None, "")]
+            table.setItem(row, 3, QTableWidgetItem(", ".join(limits)))
             found = (problems or {}).get(f"sites.{name}", [])
             problem = QTableWidgetItem(_problem_text(found))
             problem.setForeground(Qt.GlobalColor.red)
             problem.setToolTip(_problem_text(found))
-            table.setItem(row, 3, problem)
+            table.setItem(row, 4, problem)
         table.resizeColumnsToContents()
         table.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
         for combo in (getattr(self, "publish_site", None), getattr(self, "remote_site", None)):

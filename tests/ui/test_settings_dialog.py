@@ -190,3 +190,52 @@ def test_an_sftp_site_is_edited_with_its_own_options(live, qtbot):
     edit.set_roots({"work": str(live.tmp)})
     assert edit.try_accept()
     assert not any(key.startswith("sftp_") for key in edit.result_block)
+
+
+def test_per_site_limits_are_checked_saved_and_applied_without_a_restart(live, make_controller, qtbot):
+    from app.model import Direction
+
+    controller = started(make_controller, qtbot)
+    engine = controller.engine
+    assert engine.slots.limit("studio", Direction.UPLOAD) == 4  # engine.workers_per_site
+    controller.open_settings()
+    dialog = controller.settings_dialog
+    editor = dialog.site_editor("studio")
+    transfers, bwlimit = editor.limit_widgets["transfers"], editor.limit_widgets["bwlimit"]
+    assert transfers.text() == "" and bwlimit.text() == ""
+    transfers.setText("many")
+    bwlimit.setText("fast")
+    assert not editor.try_accept()
+    assert "transfers" in editor.errors.labels["limit.transfers"].text()
+    assert "Fix:" in editor.errors.labels["limit.transfers"].text()
+    assert "bwlimit" in editor.errors.labels["limit.bwlimit"].text()
+    # Switching provider keeps the limits (they are this machine's, not the provider's).
+    editor.provider.setCurrentIndex(editor.provider.findData("local_drive"))
+    transfers.setText("2:6")
+    bwlimit.setText("10M")
+    assert editor.try_accept()
+    assert editor.result_block["transfers"] == "2:6" and editor.result_block["bwlimit"] == "10M"
+    dialog.apply_site(editor)
+    assert dialog.sites_table.item(1, 3).text() == "transfers at once 2:6, bandwidth limit 10M"
+    with qtbot.waitSignal(dialog.saved):
+        dialog.save()
+    doc = file_doc(live)
+    assert doc["sites"]["studio"]["transfers"] == "2:6" and doc["sites"]["studio"]["bwlimit"] == "10M"
+    # Applied to the running engine: no restart, new slot limits per direction.
+    qtbot.waitUntil(lambda: engine.slots.limit("studio", Direction.UPLOAD) == 2, timeout=5000)
+    assert engine.slots.limit("studio", Direction.DOWNLOAD) == 6
+    assert controller.engine is engine
+    # A plain number is stored as a number; an emptied field goes back to the default.
+    controller.open_settings()
+    dialog = controller.settings_dialog
+    editor = dialog.site_editor("studio")
+    assert editor.limit_widgets["transfers"].text() == "2:6"
+    editor.limit_widgets["transfers"].setText("3")
+    editor.limit_widgets["bwlimit"].setText("")
+    assert editor.try_accept()
+    dialog.apply_site(editor)
+    with qtbot.waitSignal(dialog.saved):
+        dialog.save()
+    assert file_doc(live)["sites"]["studio"]["transfers"] == 3
+    assert "bwlimit" not in file_doc(live)["sites"]["studio"]
+    qtbot.waitUntil(lambda: engine.slots.limit("studio", Direction.DOWNLOAD) == 3, timeout=5000)
