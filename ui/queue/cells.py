@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from PySide6.QtCore import QRect, QSize, Qt
-from PySide6.QtGui import QColor, QPainter, QPixmap
+from PySide6.QtGui import QColor, QGuiApplication, QPainter, QPixmap
 
 from app.model import Status, SummaryRow
 from ui.icons import provider_icon
@@ -29,6 +29,7 @@ __all__ = [
     "SiteCell",
     "cell_roles",
     "cell_text",
+    "device_pixel_ratio",
     "site_pixmap",
 ]
 
@@ -72,17 +73,30 @@ class SiteCell(NamedTuple):
     error: str | None
 
 
-_pixmaps: dict[tuple[str, bool, int, bool], QPixmap] = {}
+_pixmaps: dict[tuple[str, bool, int, bool, float], QPixmap] = {}
 
 
-def site_pixmap(provider: str, site: str, progress: float, failed: bool) -> QPixmap:
+def device_pixel_ratio() -> float:
+    """The highest device pixel ratio of the screens (2.0 on a typical HiDPI display): a
+    pixmap drawn at it is sharp there and scaled down cleanly on a lower-density screen
+    the window may be moved to."""
+    app = QGuiApplication.instance()
+    return float(app.devicePixelRatio()) if isinstance(app, QGuiApplication) else 1.0
+
+
+def site_pixmap(provider: str, site: str, progress: float, failed: bool,
+                dpr: float | None = None) -> QPixmap:
     """Provider icon (the studio site has its own) plus a progress bar, cached: a few
-    dozen distinct images in all."""
+    dozen distinct images in all. Drawn at the screen's device pixel ratio (``dpr``,
+    default :func:`device_pixel_ratio`), so the SVG icon is rendered at the physical
+    size, not a 16-pixel image blown up on a HiDPI screen."""
     step = round(max(0.0, min(1.0, progress)) * _STEPS)
-    key = (provider, site == "studio", step, failed)
+    ratio = dpr or device_pixel_ratio()
+    key = (provider, site == "studio", step, failed, ratio)
     pixmap = _pixmaps.get(key)
     if pixmap is None:
-        pixmap = QPixmap(ICON_SIZE)
+        pixmap = QPixmap(ICON_SIZE * ratio)
+        pixmap.setDevicePixelRatio(ratio)
         pixmap.fill(Qt.GlobalColor.transparent)
         painter = QPainter(pixmap)
         provider_icon(provider, site).paint(painter, QRect(0, 0, _ICON, _ICON))
