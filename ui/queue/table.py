@@ -66,6 +66,17 @@ class QueueTable(QTableView):
         model.rows_about_to_move.connect(self._note_anchor)
         model.rows_moved.connect(self._restore_anchor)
         model.set_visible_rows(self.visible_rows)
+        model.items.headerDataChanged.connect(self._fit_headers)
+        self._fit_headers()
+
+    def _fit_headers(self, *_args: object) -> None:
+        """Widen a column whose label no longer fits ("Active site: <a long local_id>"
+        would otherwise be cut off at both ends); never narrows what the user widened."""
+        header = self.horizontalHeader()
+        for i in range(len(COLUMNS)):
+            wanted = header.sectionSizeHint(i)
+            if self.columnWidth(i) < wanted:
+                self.setColumnWidth(i, wanted)
 
     def visible_rows(self) -> tuple[int, int] | None:
         """First and last row on screen; None when nothing is laid out yet."""

@@ -3,6 +3,7 @@ that keep the selection and the scroll position, and the live progress overlay."
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -65,6 +66,24 @@ def test_the_view_asks_for_pages_as_the_user_scrolls(qtbot, store, runner):
     qtbot.waitUntil(lambda: model.rowCount() and model.row(0).asset == "sh089", timeout=WAIT)
     settle(qtbot, model, runner)
     assert view.verticalScrollBar().value() == 0
+
+
+def test_site_headers_name_the_sites_and_are_never_cut_off(qtbot, runner, store_factory):
+    store = store_factory()
+    long_site = "valiant-frosty-ferret-workstation"
+    model = make_model(store, runner, ctx=replace(CTX, active_site=long_site))
+    view = QueueTable(model)
+    qtbot.addWidget(view)
+    header = view.horizontalHeader()
+    active, remote = column_index("active"), column_index("remote")
+    assert model.items.headerData(active, Qt.Orientation.Horizontal) == f"Active site: {long_site}"
+    assert model.items.headerData(remote, Qt.Orientation.Horizontal) == "Remote site: gdrive"
+    assert view.columnWidth(active) >= header.sectionSizeHint(active) > 180
+    assert view.columnWidth(remote) == 180  # short labels keep OpenPype's width
+    view.setColumnWidth(active, 600)  # the user widened it: a new project never narrows it
+    model.set_context(replace(CTX, project="other"))
+    assert view.columnWidth(active) == 600
+    settle(qtbot, model, runner)
 
 
 def test_statuses_come_from_the_store_with_the_projects_retry_cnt(qtbot, store, runner):
