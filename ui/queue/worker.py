@@ -13,6 +13,12 @@ page can never overwrite a newer one.
 Delivery goes through a signal of this GUI-thread object connected to its own bound
 method, because PySide6 runs lambdas connected to a foreign thread's signal in that
 foreign thread (qt-tray.md, pitfall 1).
+
+Why threads and not qasync coroutines: every store and provider call is blocking
+(pymongo, sqlite3, paramiko, googleapiclient), so a coroutine would only wrap
+``run_in_executor`` around the same thread pool; what the window needs on top of that
+(superseded answers dropped per channel, a bounded pool shut down before the store
+closes) is what this class adds.
 """
 
 from __future__ import annotations
