@@ -380,7 +380,8 @@ class SummaryModel(QObject):
         for i, column in enumerate(COLUMNS):
             label = column.label
             if self._ctx is not None and i in (ACTIVE, REMOTE):
-                label += f": {self._ctx.active_site if i == ACTIVE else self._ctx.remote_site}"
+                # On a line of its own: a generated local_id is as long as the column.
+                label += f"\n{self._ctx.active_site if i == ACTIVE else self._ctx.remote_site}"
             labels.append(label)
         self.items.setHorizontalHeaderLabels(labels)
 

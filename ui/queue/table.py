@@ -70,7 +70,7 @@ class QueueTable(QTableView):
         self._fit_headers()
 
     def _fit_headers(self, *_args: object) -> None:
-        """Widen a column whose label no longer fits ("Active site: <a long local_id>"
+        """Widen a column whose label no longer fits (a site name longer than the column
         would otherwise be cut off at both ends); never narrows what the user widened."""
         header = self.horizontalHeader()
         for i in range(len(COLUMNS)):

@@ -40,6 +40,7 @@ from app.model import Status, SummaryRow
 from app.settings import ProjectSettings, Settings
 from app.store.base import Store
 from providers.registry import create_provider
+from ui.bridge import Totals
 from ui.queue import operations
 from ui.queue.detail import DetailDialog
 from ui.queue.project_list import ProjectEntry, ProjectList
@@ -127,7 +128,11 @@ class SyncQueueWindow(QMainWindow):
             bridge.progress.connect(self._progress)
             bridge.file_synced.connect(self._file_synced)
             bridge.file_failed.connect(self._file_failed)
-            bridge.engine_state.connect(self._engine_state)
+            totals = getattr(bridge, "totals", None)
+            if totals is not None:  # the running transfers, counted as the tray counts them
+                totals.connect(self._engine_totals)
+            else:
+                bridge.engine_state.connect(self._engine_state)
             stopped = getattr(bridge, "transfer_stopped", None)
             if stopped is not None:
                 stopped.connect(self._file_failed)
@@ -262,6 +267,9 @@ class SyncQueueWindow(QMainWindow):
         self.engine_label = QLabel(f"Engine: {state or '…'}")
         self.statusBar().addWidget(self.message_label, 1)
         self.statusBar().addPermanentWidget(self.engine_label)
+        totals = getattr(self.bridge, "current_totals", None)
+        if isinstance(totals, Totals) and totals.state != "starting":
+            self._engine_totals(totals)  # opened while the engine runs: say so at once
         self._update_status_button()
 
     # -- public API ----------------------------------------------------------------------
@@ -661,11 +669,19 @@ class SyncQueueWindow(QMainWindow):
                                  synced=False)
 
     def _engine_state(self, event: EngineStateChanged) -> None:
-        text = f"Engine: {event.state}"
-        if event.in_flight:
-            text += f", {event.in_flight} moving"
+        self._show_engine(event.state, event.message, event.in_flight)
+
+    def _engine_totals(self, totals: Totals) -> None:
+        self._show_engine(totals.state, totals.message, totals.in_flight)
+
+    def _show_engine(self, state: str, message: str, transferring: int) -> None:
+        if transferring and state in ("starting", "idle"):
+            state = "running"  # transfers start a moment before the loop says so
+        text = f"Engine: {state}"
+        if transferring:
+            text += f", {transferring} {'file' if transferring == 1 else 'files'} transferring"
         self.engine_label.setText(text)
-        self.engine_label.setToolTip(event.message)
+        self.engine_label.setToolTip(message)
 
     # -- show / hide -----------------------------------------------------------------------
 

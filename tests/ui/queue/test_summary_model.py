@@ -70,14 +70,14 @@ def test_the_view_asks_for_pages_as_the_user_scrolls(qtbot, store, runner):
 
 def test_site_headers_name_the_sites_and_are_never_cut_off(qtbot, runner, store_factory):
     store = store_factory()
-    long_site = "valiant-frosty-ferret-workstation"
+    long_site = "valiant-frosty-ferret-on-the-workstation-upstairs"
     model = make_model(store, runner, ctx=replace(CTX, active_site=long_site))
     view = QueueTable(model)
     qtbot.addWidget(view)
     header = view.horizontalHeader()
     active, remote = column_index("active"), column_index("remote")
-    assert model.items.headerData(active, Qt.Orientation.Horizontal) == f"Active site: {long_site}"
-    assert model.items.headerData(remote, Qt.Orientation.Horizontal) == "Remote site: gdrive"
+    assert model.items.headerData(active, Qt.Orientation.Horizontal) == f"Active site\n{long_site}"
+    assert model.items.headerData(remote, Qt.Orientation.Horizontal) == "Remote site\ngdrive"
     assert view.columnWidth(active) >= header.sectionSizeHint(active) > 180
     assert view.columnWidth(remote) == 180  # short labels keep OpenPype's width
     view.setColumnWidth(active, 600)  # the user widened it: a new project never narrows it

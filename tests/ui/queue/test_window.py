@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,8 @@ from PySide6.QtGui import QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from app.events.bus import EventBus
-from app.model import Status
+from app.events.types import EngineStateChanged, FileSynced, TransferStarted
+from app.model import Direction, Status
 from app.settings import SiteConfig, load_settings
 from tests.integration.conftest import LOCAL_ID, SyncEnv, write_settings
 from ui.bridge import EngineBridge
@@ -50,8 +52,8 @@ class WindowFactory:
         self.windows: list[tuple[SyncQueueWindow, EngineBridge]] = []
         request.addfinalizer(self.close)
 
-    def __call__(self, env: SyncEnv, engine=None, settings=None) -> SyncQueueWindow:
-        bridge = EngineBridge(engine.bus if engine is not None else EventBus())
+    def __call__(self, env: SyncEnv, engine=None, settings=None, bus=None) -> SyncQueueWindow:
+        bridge = EngineBridge(engine.bus if engine is not None else bus or EventBus())
         window = SyncQueueWindow(env.store, settings or env.settings, bridge, engine)
         window.model.min_merge_interval_s = 0.05
         self.qtbot.addWidget(window)
@@ -122,11 +124,37 @@ def test_rows_follow_the_engine_live_without_model_resets(qtbot, env, open_windo
     qtbot.waitUntil(lambda: set(statuses(window).values()) == {Status.SYNCED}, timeout=30_000)
     settle(qtbot, window)
     assert resets == []  # every change came in row by row
+    qtbot.waitUntil(lambda: window.engine_label.text() == "Engine: idle", timeout=WAIT)
     assert {r.asset for r in window.selected_rows()} == {"sh02", "sh04"}
     assert window.model.status_counts == {Status.SYNCED: 6}
     remote = window.model.index(0, column_index("remote")).data(SITE_ROLE)
     assert remote.progress == 1.0 and remote.date and remote.provider == "local_drive"
     assert window.model.row(window.model.row_of(ids[0])).remote.status is Status.SYNCED
+
+
+@sqlite_only
+def test_the_status_bar_counts_running_transfers_as_the_tray_does(qtbot, env, open_window):
+    env.publish(LOCAL_ID, "sh01", files=1)
+    bus = EventBus()
+    window = open_window(env, bus=bus)
+    now = datetime.now(UTC)
+
+    def transfer(event_type, file_id: str, **extra):
+        return event_type(now, "demo", "r1", file_id, f"{{root[work]}}/demo/{file_id}.exr", LOCAL_ID,
+                          "studio", Direction.UPLOAD, **extra)
+
+    bus.publish(EngineStateChanged(now, state="running", in_flight=3))
+    bus.publish(transfer(TransferStarted, "f1", size=10, resumed_from=0))
+    bus.publish(transfer(TransferStarted, "f2", size=10, resumed_from=0))
+    qtbot.waitUntil(lambda: window.engine_label.text() == "Engine: running, 2 files transferring",
+                    timeout=WAIT)
+    bus.publish(transfer(FileSynced, "f1", size=10, checksum="x", seconds=0.1))
+    qtbot.waitUntil(lambda: window.engine_label.text() == "Engine: running, 1 file transferring",
+                    timeout=WAIT)
+    bus.publish(transfer(FileSynced, "f2", size=10, checksum="x", seconds=0.1))
+    bus.publish(EngineStateChanged(now, state="idle", message="site nas: folder missing"))
+    qtbot.waitUntil(lambda: window.engine_label.text() == "Engine: idle", timeout=WAIT)
+    assert window.engine_label.toolTip() == "site nas: folder missing"
 
 
 # -- actions ---------------------------------------------------------------------------------
