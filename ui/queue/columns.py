@@ -18,10 +18,10 @@ class Column:
 
 
 COLUMNS: tuple[Column, ...] = (
-    Column("asset", "Asset", 160, "asset"),
-    Column("subset", "Subset", 150, "subset"),
-    Column("version", "Version", 70, "version"),
-    Column("representation", "Representation", 130, "representation"),
+    Column("asset", "Asset", 140, "asset"),
+    Column("subset", "Subset", 130, "subset"),
+    Column("version", "Version", 60, "version"),
+    Column("representation", "Representation", 120, "representation"),
     Column("active", "Active site", 180, "active_dt"),
     Column("remote", "Remote site", 180, "remote_dt"),
     Column("files", "Files", 55, "files_count"),
