@@ -52,13 +52,15 @@ class WindowFactory:
         self.windows: list[tuple[SyncQueueWindow, EngineBridge]] = []
         request.addfinalizer(self.close)
 
-    def __call__(self, env: SyncEnv, engine=None, settings=None, bus=None) -> SyncQueueWindow:
+    def __call__(self, env: SyncEnv, engine=None, settings=None, bus=None,
+                 project: str = "demo") -> SyncQueueWindow:
         bridge = EngineBridge(engine.bus if engine is not None else bus or EventBus())
         window = SyncQueueWindow(env.store, settings or env.settings, bridge, engine)
         window.model.min_merge_interval_s = 0.05
         self.qtbot.addWidget(window)
         self.windows.append((window, bridge))
         window.show()
+        window.select_project(project)
         self.qtbot.waitUntil(lambda: window.context is not None, timeout=WAIT)
         settle(self.qtbot, window)
         return window
@@ -390,6 +392,40 @@ def test_projects_switch_and_pause_persistently(qtbot, env, open_window):
     qtbot.waitUntil(lambda: window.context.project == "alpha", timeout=WAIT)
     settle(qtbot, window)
     assert window.model.rowCount() == 0 and "0 representations" in window.counts_label.text()
+
+
+@sqlite_only
+def test_projects_that_cannot_sync_say_why_and_offer_no_pause(qtbot, env, open_window):
+    env.publish(LOCAL_ID, "demo_shot", files=1)
+    for project in ("alpha", "broken"):
+        env.store.ensure_project(project)
+    defaults = env.settings.defaults
+    settings = replace(env.settings, projects={
+        **env.settings.projects,
+        "alpha": replace(defaults, project="alpha", enabled=False),
+        "broken": replace(defaults, project="broken", remote_site="nowhere"),
+    })
+    window = open_window(env, settings=settings)
+    qtbot.waitUntil(lambda: window.projects.list.count() == 3, timeout=WAIT)
+    texts = {window.projects.list.item(i).text() for i in range(3)}
+    assert texts == {"alpha  (sync disabled)", "broken  (settings error)", "demo"}
+
+    window.select_project("alpha")
+    qtbot.waitUntil(lambda: window.projects.current.name == "alpha", timeout=WAIT)
+    assert window.context is None and window.model.rowCount() == 0
+    assert window.notice.isVisible() and "Sync is disabled for project alpha" in window.notice.text()
+    assert not window.projects.pause_button.isEnabled()
+
+    window.select_project("broken")
+    qtbot.waitUntil(lambda: window.projects.current.name == "broken", timeout=WAIT)
+    assert window.context is None
+    assert "Project broken cannot sync: " in window.notice.text() and "nowhere" in window.notice.text()
+    assert "nowhere" in window.projects.list.currentItem().toolTip()
+    assert not window.projects.pause_button.isEnabled()
+
+    window.select_project("demo")
+    qtbot.waitUntil(lambda: window.context is not None and window.model.rowCount() == 1, timeout=WAIT)
+    assert not window.notice.isVisible() and window.projects.pause_button.isEnabled()
 
 
 @sqlite_only
