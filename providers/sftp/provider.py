@@ -239,6 +239,10 @@ class SftpProvider(Provider):
         self.pool = self._connections.pool
         self.verifier = self._connections.verifier
         self._closed = False
+        if self.options.known_hosts is None:
+            _log.warning("sftp %s: the host key of %s is NOT checked (insecure_skip_host_key_check): "
+                         "anyone between this machine and the server can read and change the files",
+                         site, self.options.host)
         self._real_roots: dict[str, str] = {}
         self._dirs: dict[str, float] = {}
         options = self.options

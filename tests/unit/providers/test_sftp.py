@@ -165,9 +165,10 @@ def test_known_hosts_names_port_22_without_brackets():
     assert forget_command(replace(options, port=2222)) == "ssh-keygen -R '[files.example]:2222' -f /k"
 
 
-def test_opting_out_of_host_key_checks_is_explicit(sshd, make):
+def test_opting_out_of_host_key_checks_is_explicit(sshd, make, caplog):
     provider = make(known_hosts=sshd.known_hosts_with("ignored", "wrong"),
                     insecure_skip_host_key_check=True)
+    assert "is NOT checked" in caplog.text and "NOT checked" in provider.describe()
     _put(provider, "{root[work]}/x.bin", b"data")
     assert provider.stat("{root[work]}/x.bin").size == 4
 
