@@ -6,12 +6,13 @@ all a developer laptop needs): it can then only log in as that user, needs no
 ``/run/sshd``, and its login shell is plain ``/bin/sh`` so a remote ``sha256sum`` costs
 milliseconds (root's shell here sources a heavy ``.bashrc``).
 
-It listens on three free high ports with one host key:
+It listens on four free high ports with one host key:
 
 * ``port``: SFTP and exec (shell commands), what most studio servers allow their artists;
 * ``sftp_only_port``: ``ForceCommand internal-sftp``, the locked-down setup where a
   remote hash command is impossible and the provider must verify by reading back;
-* ``coreutils_port``: commands find ``sha256sum`` but no ``openssl`` (a minimal server).
+* ``coreutils_port``: commands find ``sha256sum`` but no ``openssl`` (a minimal server);
+* ``one_session_port``: ``MaxSessions 1``, one channel per connection (hardened servers).
 
 As root (CI), :meth:`start_password_login` adds a fourth port served by a root-run sshd
 that accepts the dedicated user's password (a password check needs root to read
@@ -62,6 +63,7 @@ _CONFIG = """\
 Port {port}
 Port {sftp_only_port}
 Port {coreutils_port}
+Port {one_session_port}
 ListenAddress 127.0.0.1
 HostKey {etc}/hostkey
 PidFile {etc}/sshd.pid
@@ -77,6 +79,8 @@ Subsystem sftp internal-sftp
 LogLevel ERROR
 Match LocalPort {sftp_only_port}
     ForceCommand internal-sftp
+Match LocalPort {one_session_port}
+    MaxSessions 1
 Match LocalPort {coreutils_port}
     SetEnv PATH={etc}/coreutils-only
 """
@@ -121,6 +125,7 @@ class SshServer:
         #: Shell commands see only coreutils' sha256sum there (no openssl), as on a
         #: minimal server.
         self.coreutils_port = free_port()
+        self.one_session_port = free_port()
         # Not under pytest's tmp (mode 0700, owned by the test user): sshd runs as
         # another user and must reach its keys and data.
         self.base = Path(tempfile.mkdtemp(prefix="sitesync-sshd-"))
@@ -141,6 +146,7 @@ class SshServer:
         (self.etc / "authorized_keys").write_text(authorized)
         (self.etc / "sshd_config").write_text(_CONFIG.format(
             port=self.port, sftp_only_port=self.sftp_only_port, coreutils_port=self.coreutils_port,
+            one_session_port=self.one_session_port,
             etc=self.etc))
         only = self.etc / "coreutils-only"
         only.mkdir()
@@ -157,6 +163,11 @@ class SshServer:
         self._saved_password_hash: str | None = None
         self.password_port = 0
         self.password = ""
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        """The key-login ports of the main sshd."""
+        return (self.port, self.sftp_only_port, self.coreutils_port, self.one_session_port)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -186,7 +197,7 @@ class SshServer:
             stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
         deadline = time.monotonic() + timeout
-        for port in (self.port, self.sftp_only_port, self.coreutils_port):
+        for port in self.ports:
             while not self._banner(port):
                 if self._process.poll() is not None:
                     raise RuntimeError(f"sshd exited with {self._process.returncode}")
@@ -354,7 +365,7 @@ class SshServer:
 
     def _write_known_hosts(self, path: str, pub: Path) -> None:
         key = " ".join(pub.read_text().split()[:2])
-        ports = (self.port, self.sftp_only_port, self.coreutils_port)
+        ports = self.ports
         lines = [f"{self._entry_names(port)} {key}\n" for port in ports]
         Path(path).write_text("".join(lines))
 

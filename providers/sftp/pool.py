@@ -253,23 +253,28 @@ class SessionPool:
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 failures += 1
-                self._channel_refused(conn, exc, failures)
+                if self._channel_refused(conn, exc, failures):
+                    await asyncio.sleep(0.1 * failures)
                 continue
             return Channel(conn, sftp)
 
-    def _channel_refused(self, conn: _Connection, exc: BaseException, failures: int) -> None:
+    def _channel_refused(self, conn: _Connection, exc: BaseException, failures: int) -> bool:
+        """Learn from a refused channel; True when the caller should pause before the
+        next try."""
         if isinstance(exc, asyncssh.ChannelOpenError) and conn.alive:
-            # Below our limit: the server's MaxSessions is lower. Learn it.
             if conn.sessions == 0:
+                if failures < 3:
+                    return True  # a slot the server has not freed yet: try again shortly
                 raise PermanentError(
                     f"the SFTP server {self._options.host} refuses every channel for site "
                     f"'{self._site}' ({exc.reason}); check that the SFTP subsystem is enabled "
                     "for this user") from None
+            # Below our limit: the server's MaxSessions is lower. Learn it.
             conn.limit = conn.sessions
             _log.warning("sftp %s: server allows %d channels per connection; set "
                          "sites.%s.sftp_max_sessions to %d", self._site, conn.limit, self._site,
                          conn.limit)
-            return
+            return False
         if isinstance(exc, TimeoutError):
             self.kill(conn)
         elif is_connection_error(exc):
@@ -278,19 +283,41 @@ class SessionPool:
             raise TransientError(
                 f"cannot open an SFTP channel to {self._options.host} for site '{self._site}': "
                 f"{getattr(exc, 'reason', '') or exc or type(exc).__name__}; will retry") from None
+        return False
 
     def release(self, channel: Channel, broken: bool = False) -> None:
         """Give a channel back; ``broken`` closes it (its connection may still serve)."""
         conn = channel.conn
         conn.busy -= 1
         if broken or not conn.alive or self._closed:
-            if conn.alive:
-                conn.sessions -= 1
-            with contextlib.suppress(Exception):
-                channel.sftp.exit()
+            self._close_channel(conn, channel.sftp)
         else:
             conn.idle.append(channel.sftp)
         self._notify()
+
+    def _close_channel(self, conn: _Connection, sftp: Any) -> None:
+        """Close an SFTP channel. Its slot stays counted until the server confirms the
+        close: OpenSSH refuses a new channel on that slot until then, which on a server
+        with few sessions per connection looked like a refusal of every channel."""
+        with contextlib.suppress(Exception):
+            sftp.exit()
+        if not conn.alive:
+            return
+        if self._closed:
+            conn.sessions -= 1
+            return
+        task = asyncio.ensure_future(self._slot_freed(conn, sftp))
+        self._watchers.add(task)
+        task.add_done_callback(self._watchers.discard)
+
+    async def _slot_freed(self, conn: _Connection, sftp: Any) -> None:
+        try:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(sftp.wait_closed(), self._options.stall_timeout_s)
+        finally:
+            if conn.alive:
+                conn.sessions -= 1
+            self._notify()
 
     # -- commands -------------------------------------------------------------------------
 
@@ -299,6 +326,7 @@ class SessionPool:
         SSHCompletedProcess (exit_status, stdout, stderr)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._options.stall_timeout_s
+        refused = 0
         while True:
             if self._closed:
                 raise TransientError(f"site '{self._site}' is shutting down")
@@ -308,11 +336,16 @@ class SessionPool:
             if conn is None:
                 spare = [c for c in live if c.idle]
                 if spare:
-                    conn = spare[0]
+                    # Close an idle SFTP channel for the command, and wait until the
+                    # server has freed its slot before opening one there.
+                    sftp = spare[0].idle.pop()
                     with contextlib.suppress(Exception):
-                        conn.idle.pop().exit()
-                    conn.sessions -= 1
-                elif self._can_connect():
+                        sftp.exit()
+                        await asyncio.wait_for(sftp.wait_closed(), self._options.stall_timeout_s)
+                    if spare[0].alive:
+                        spare[0].sessions -= 1
+                    continue
+                if self._can_connect():
                     conn = await self._connect()
             if conn is None:
                 await self._wait(deadline, "a channel for a command")
@@ -322,15 +355,21 @@ class SessionPool:
                 return await conn.ssh.run(command, stdin=asyncssh.DEVNULL, check=False,
                                           timeout=timeout, encoding="utf-8", errors="replace")
             except asyncssh.ChannelOpenError as exc:
-                if conn.sessions <= 1:
+                if conn.sessions > 1:
+                    conn.limit = conn.sessions - 1
+                    _log.warning("sftp %s: command channel refused (%s); using %d channels per "
+                                 "connection", self._site, exc.reason, conn.limit)
+                    continue
+                # Nothing else open here: OpenSSH frees a closed channel's slot a moment
+                # after it confirms the close, so a refusal right after one is no verdict.
+                refused += 1
+                if refused >= 3:
                     raise
-                conn.limit = conn.sessions - 1
-                _log.warning("sftp %s: command channel refused (%s); using %d channels per "
-                             "connection", self._site, exc.reason, conn.limit)
             finally:
                 if conn.alive:
                     conn.sessions -= 1
                 self._notify()
+            await asyncio.sleep(0.1 * refused)
 
     # -- shutdown -------------------------------------------------------------------------
 

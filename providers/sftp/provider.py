@@ -841,7 +841,13 @@ class SftpProvider(Provider):
 
         await self._on_channel(roots, "checking", self.options.host)
         if self.options.verify != "reread" and self.verifier.server_hash_works is None:
-            problem = await self.verifier.probe()
+            try:
+                problem = await self.verifier.probe()
+            except asyncssh.ChannelOpenError as exc:
+                problems.append(f"the SFTP server {self.options.host} refused a channel for a "
+                                f"command (site '{self.site}': {exc.reason}); check its MaxSessions "
+                                f"and sites.{self.site}.sftp_max_sessions")
+                return problems
             self.verifier.server_hash_works = problem is None
             if problem is not None and self.options.verify == "hash":
                 problems.append(str(self.verifier._refused(problem)))

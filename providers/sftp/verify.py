@@ -25,6 +25,8 @@ import re
 import shlex
 from typing import Any
 
+import asyncssh
+
 from app.errors import PermanentError, TransientError
 from providers.sftp.options import SftpOptions
 from providers.sftp.pool import SessionPool
@@ -85,8 +87,8 @@ class Verifier:
         for probe, command in COMMANDS:
             try:
                 done = await self._pool.run_command(probe, self._options.stall_timeout_s)
-            except (TransientError, PermanentError):
-                raise
+            except (TransientError, PermanentError, asyncssh.ChannelOpenError):
+                raise  # a refused channel says nothing about commands: the caller decides
             except Exception as exc:
                 problems.append(f"{type(exc).__name__}: {getattr(exc, 'reason', '') or exc}")
                 break  # no command channel at all: the next command will not fare better
@@ -114,6 +116,18 @@ class Verifier:
         Runs on a command channel of its own: the caller gives its SFTP channel back to
         the pool first, or on a server whose every channel slot is held by uploads at
         this step (``MaxSessions 1``) the command would wait for ever."""
+        try:
+            return await self._server_sha256(path, size)
+        except asyncssh.ChannelOpenError as exc:
+            # No channel for the command right now (the server's session limit): no
+            # verdict on its commands; this part is read back instead.
+            if self._options.verify == "hash":
+                raise TransientError(
+                    f"the SFTP server {self._options.host} refused a channel for the hash "
+                    f"command of {path} (site '{self._site}': {exc.reason}); will retry") from None
+            return None
+
+    async def _server_sha256(self, path: str, size: int) -> str | None:
         if self.server_hash_works is None:
             problem = await self.probe()
             self.server_hash_works = problem is None

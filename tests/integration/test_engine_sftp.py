@@ -117,6 +117,22 @@ def test_studio_and_sftp_sync_both_ways(make_env, sshd):
     assert remote.pool.connects <= remote.options.max_connections
 
 
+def test_a_server_with_one_session_per_connection_syncs_both_ways(make_env, sshd):
+    # MaxSessions 1 (hardened servers): 4 workers, 2 connections, one channel each, and
+    # every large upload also needs a channel for the server's hash command.
+    env = make_env(sftp_port=sshd.one_session_port, sftp_max_connections=2)
+    up = _publish(env, sshd, STUDIO, "up", files=4, size=2 * MiB)
+    down = _publish(env, sshd, REMOTE, "down", files=4, size=300_000)
+    engine = env.engine()
+    engine.start()
+    env.wait_for(lambda: _synced(env, up, REMOTE) and _synced(env, down, STUDIO))
+    _check_copies(env, up)
+    _check_copies(env, down)
+    assert not env.of_type(FileFailed)
+    remote = engine._providers[("demo", REMOTE)]
+    assert remote.pool.connects <= 2 and remote.verifier.last_method == "server_hash"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("direction", ["upload", "download"])
 def test_a_cut_connection_mid_transfer_resumes_without_a_failed_try(make_env, sshd, direction):

@@ -372,10 +372,14 @@ def test_channels_stay_within_the_servers_limit(make):
     assert provider.pool.connects == 1
 
 
-def test_server_hashing_never_waits_for_the_channels_uploads_hold(make, root):
-    # One channel per connection, as on a server with MaxSessions 1: the command that
-    # hashes a part needs a slot while every slot is held by an upload at that step.
-    provider = make(sftp_max_connections=2, sftp_max_sessions=1, sftp_stall_timeout_s=5)
+@pytest.mark.parametrize("limit", ["server", "setting"])
+def test_server_hashing_never_waits_for_the_channels_uploads_hold(sshd, make, root, limit):
+    # One channel per connection — the server's MaxSessions 1 (learnt from its refusal)
+    # or sftp_max_sessions 1: the command that hashes a part needs a slot while every
+    # slot is held by an upload at that step.
+    options = ({"sftp_port": sshd.one_session_port} if limit == "server"
+               else {"sftp_max_sessions": 1})
+    provider = make(sftp_max_connections=2, sftp_stall_timeout_s=5, **options)
     data = {index: os.urandom(REREAD_MAX_BYTES + 1 + index) for index in range(4)}
     errors: list[BaseException] = []
 
@@ -396,6 +400,7 @@ def test_server_hashing_never_waits_for_the_channels_uploads_hold(make, root):
     assert provider.verifier.last_method == "server_hash" and provider.pool.connects <= 2
     for index, content in data.items():
         assert (root / "one-slot" / f"{index}.bin").read_bytes() == content
+    assert provider.check() == [] and provider.verifier.server_hash_works
 
 
 # -- failures mid-transfer --------------------------------------------------------------------
