@@ -3,6 +3,7 @@ malformed documents, indexes, errors and change streams, on a real wire server."
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import re
@@ -10,11 +11,13 @@ import time
 import traceback
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from bson import ObjectId
 from pymongo import MongoClient
 from pymongo.database import Database
+from pymongo.errors import OperationFailure
 
 from app.errors import ConfigError, DocumentError, StoreUnavailableError
 from app.model import Direction, Status, SummaryQuery
@@ -237,6 +240,33 @@ def test_readme_howto_on_dict_form_document_becomes_upload_work(mstore, raw):
                                         {"name": "gdrive"}]
     assert {k: v for k, v in doc.items() if k != "files"} == {
         k: v for k, v in legacy.items() if k != "files"}
+    assert_openpype_readable(doc)
+
+
+def test_the_guides_list_form_update_queues_files_of_a_converted_document(mstore, raw):
+    """docs/openpype-mongodb.md: once SiteSync has converted a document to the list form,
+    the old HOWTO's `$set` adds nothing; the guide's `$push` with an array filter adds
+    one entry to each file that lacks the site, and the store sees it as work."""
+    guide = (Path(__file__).resolve().parents[3] / "docs" / "openpype-mongodb.md").read_text()
+    assert '{$push: {"files.$[f].sites": {name: "gdrive"}}}' in guide
+    assert '{arrayFilters: [{"f.sites.name": {$ne: "gdrive"}}]}' in guide
+    raw.demo.insert_one(openpype_project())
+    legacy = legacy_doc(sites={"studio": {"created_dt": NAIVE}})
+    raw.demo.insert_one(legacy)
+    assert mstore.find_work("demo", "studio", "gdrive", RETRY, T0) == []  # converts it
+    assert isinstance(raw.demo.find_one({"_id": legacy["_id"]})["files"][0]["sites"], list)
+    with contextlib.suppress(OperationFailure):  # MongoDB refuses it; some servers ignore it
+        raw.demo.update_many({"type": "representation"},
+                             {"$set": {"files.$[].sites.gdrive": {}}})
+    assert mstore.find_work("demo", "studio", "gdrive", RETRY, T0) == []
+    raw.demo.update_one({"_id": legacy["_id"]}, {"$push": {"files.0.sites": {"name": "gdrive"}}})
+    raw.demo.update_many({"type": "representation"},
+                         {"$push": {"files.$[f].sites": {"name": "gdrive"}}},
+                         array_filters=[{"f.sites.name": {"$ne": "gdrive"}}])
+    doc = raw.demo.find_one({"_id": legacy["_id"]})
+    assert [[e["name"] for e in f["sites"]] for f in doc["files"]] == [["studio", "gdrive"]] * 2
+    work = mstore.find_work("demo", "studio", "gdrive", RETRY, T0)
+    assert [(w.repre_id, w.direction) for w in work] == [(str(legacy["_id"]), Direction.UPLOAD)] * 2
     assert_openpype_readable(doc)
 
 
