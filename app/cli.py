@@ -176,7 +176,10 @@ def _serve(ctx: _Context, log_file: logging.Handler | None) -> int:
         # the engine reports "offline" and carries on by itself once it answers.
         _print(f"database unreachable, waiting for it: {exc}")
         pairs = None
-    if pairs == []:
+    if pairs == [] and not ctx.store.list_projects():
+        _print("nothing to serve yet: the database has no projects (`sitesync demo` creates "
+               "one, `sitesync publish` registers files)")
+    elif pairs == []:
         _print("nothing to serve: no enabled project has two different sites to sync "
                "(check publish_site and remote_site; `sitesync doctor` explains)")
     for pair in pairs or ():

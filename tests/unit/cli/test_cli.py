@@ -37,6 +37,22 @@ def test_demo_then_serve_once_syncs_everything(home, capsys):
     assert main(["demo"]) == 0 and "already exists" in capsys.readouterr().out
 
 
+def test_serve_on_a_fresh_machine_says_what_to_do(home, capsys):
+    """A newcomer without a desktop runs `sitesync serve` first: no projects yet is said as
+    such, with the commands that make one; a project with nothing to pair is told apart."""
+    assert main(["serve", "--once"]) == 0
+    out = capsys.readouterr().out
+    assert "nothing to serve yet: the database has no projects (`sitesync demo` creates" in out
+    main(["demo"])
+    settings = json.loads((home / "cfg" / "settings.json").read_text())
+    settings["remote_site"] = ""
+    (home / "cfg" / "settings.json").write_text(json.dumps(settings))
+    capsys.readouterr()
+    assert main(["serve", "--once"]) == 0
+    out = capsys.readouterr().out
+    assert "nothing to serve: no enabled project has two different sites to sync" in out
+
+
 def test_site_actions_and_reset(home, capsys):
     main(["demo"])
     page = _status_json(capsys)
