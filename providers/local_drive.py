@@ -760,8 +760,9 @@ class LocalDriveProvider(Provider):
         """One fsync per folder for all of ``paths`` (the engine batches the files its
         workers committed meanwhile, often frames of one sequence in one folder)."""
         folders = set()
-        for path in paths:
-            name, parts = split_rootless(path)
+        # Frames of one sequence share their folder: resolve each rootless folder once.
+        for rootless_folder in {path.rpartition("/")[0] or path for path in paths}:
+            name, parts = split_rootless(f"{rootless_folder}/_")
             # Lexical is enough: an fsync changes nothing, and these files were just
             # written through every check.
             folders.add(os.path.dirname(safe_join(select_root(self.site, self._roots, name), parts,

@@ -21,6 +21,7 @@ blocks on them (they only persist intent and wake the loop).
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import json
 import logging
@@ -787,15 +788,52 @@ class Engine(PolicyControls):
                     self._fail_with(job, exc)
                     self._forget(job)
                 continue
-            for job in group:
+            rest = self._record_batch(group)
+            for job in rest:
                 self._record_success(job)
                 self._forget(job)
 
+    def _record_batch(self, jobs: list[_Job]) -> list[_Job]:
+        """Record the plain (not staged) files of ``jobs`` in one store call; returns the
+        jobs still to record one by one (staged files, and the whole batch or its rest
+        when the database failed: the single path retries through an outage)."""
+        plain = [(job, job.result) for job in jobs
+                 if job.result is not None and not job.result.staged]
+        if len(plain) < 2:
+            return jobs
+        answers: list[bool] = []
+        with contextlib.ExitStack() as held:
+            # Only this thread ever holds more than one job lock, so the order is free.
+            for job, _ in plain:
+                held.enter_context(job.lock)
+            try:
+                answers = self.store.record_successes(
+                    [(job.claim, result.provider_id, result.checksum) for job, result in plain],
+                    self._clock())
+            except StoreUnavailableError as exc:
+                _log.warning("recording %d files at once failed, recording them one by one: %s",
+                             len(plain), exc)
+        for (job, _), recorded in zip(plain, answers, strict=False):  # answers may stop early
+            self._publish_recorded(job, recorded)
+        done = plain[:len(answers)]
+        if done:
+            with self._lock:
+                for job, _ in done:
+                    self._jobs.pop(job.key, None)
+            self._wake.set()  # once for the batch: the loop refills every freed slot at once
+        done_ids = {id(job) for job, _ in done}
+        return [job for job in jobs if id(job) not in done_ids]
+
     def _record_success(self, job: _Job) -> None:
-        item, result = job.item, job.result
+        result = job.result
         assert result is not None
         with job.lock:
             recorded = self._with_store_retry(lambda: self._record_moved(job.claim, result))
+        self._publish_recorded(job, recorded)
+
+    def _publish_recorded(self, job: _Job, recorded: bool) -> None:
+        item, result = job.item, job.result
+        assert result is not None
         if recorded:
             with self._lock:
                 self._counts["synced"] += 1

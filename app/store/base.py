@@ -23,10 +23,11 @@ Rules every back-end follows:
 from __future__ import annotations
 
 import abc
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from app.errors import StoreUnavailableError
 from app.model import (
     Claim,
     Direction,
@@ -198,6 +199,30 @@ class Store(abc.ABC):
         """Mark the target available: `created_dt`, `id`, checksum; clears tries, error,
         last_failed_dt, progress, next attempt and the lease. Returns False (and writes
         nothing) if the claim is no longer held by its owner."""
+
+    def record_successes(
+        self, successes: Sequence[tuple[Claim, str, str | None]], now: datetime
+    ) -> list[bool]:
+        """:meth:`record_success` for each ``(claim, provider_id, checksum)``, in order,
+        with the answers the single calls would give.
+
+        Why a batch: the engine's finisher records every small file a burst of workers
+        committed, and one write transaction per file cost more than copying the file.
+        A back-end that can records the batch in one transaction: all answers, or an
+        error and nothing recorded. This default makes the single calls; when one fails
+        after others were recorded it returns the answers so far (a shorter list), so
+        the caller records only the rest again and never mistakes its own recorded
+        files for lost claims. An error before anything was recorded is raised.
+        """
+        answers: list[bool] = []
+        for claim, provider_id, checksum in successes:
+            try:
+                answers.append(self.record_success(claim, provider_id, checksum, now))
+            except StoreUnavailableError:
+                if not answers:
+                    raise
+                break
+        return answers
 
     @abc.abstractmethod
     def record_failure(

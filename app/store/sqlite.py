@@ -1428,26 +1428,41 @@ class SqliteStore(Store):
         missing on the target site, in the same transaction (writers are serialised, so
         exactly one of two engines finishing the last two files sees the representation
         complete)."""
+        with self._write() as conn:
+            return self._record_success_in(conn, claim, provider_id, checksum, now)
+
+    @_guarded
+    def record_successes(
+        self, successes: Sequence[tuple[Claim, str, str | None]], now: datetime
+    ) -> list[bool]:
+        """All in one transaction: what :meth:`record_success` does per file, with one
+        BEGIN/COMMIT, one write lock and one wake-up for the whole batch."""
+        with self._write() as conn:
+            return [self._record_success_in(conn, claim, provider_id, checksum, now)
+                    for claim, provider_id, checksum in successes]
+
+    def _record_success_in(
+        self, conn: sqlite3.Connection, claim: Claim, provider_id: str, checksum: str | None,
+        now: datetime,
+    ) -> bool:
         item = claim.item
-
-        def log(conn: sqlite3.Connection) -> None:
-            data = {"path": item.path, "size": item.size, "checksum": checksum,
-                    "provider_id": provider_id, "source_site": item.source_site,
-                    "direction": item.direction.value}
-            _append_event(conn, EventType.FILE_SYNCED, item.project, now, item.target_site,
-                          item.repre_id, item.file_id, data)
-            _append_if_ready(conn, item.project, item.repre_id, item.target_site, now)
-
-        return self._update_held(
-            claim,
+        held = self._update_held_in(
+            conn, claim,
             """
             created_dt = :now, provider_id = :provider_id, checksum = :checksum, tries = 0,
             error = NULL, last_failed_dt = NULL, progress = NULL, next_attempt_dt = NULL,
             permanent = 0, lease_owner = NULL, lease_until = NULL, staged_dt = NULL
             """,
             {"now": _ts(now), "provider_id": provider_id, "checksum": checksum},
-            log,
         )
+        if held:
+            data = {"path": item.path, "size": item.size, "checksum": checksum,
+                    "provider_id": provider_id, "source_site": item.source_site,
+                    "direction": item.direction.value}
+            _append_event(conn, EventType.FILE_SYNCED, item.project, now, item.target_site,
+                          item.repre_id, item.file_id, data)
+            _append_if_ready(conn, item.project, item.repre_id, item.target_site, now)
+        return held
 
     @_guarded
     def record_failure(
@@ -1583,16 +1598,22 @@ class SqliteStore(Store):
     ) -> bool:
         """Apply ``assignments`` to the claim's target only while the claim still holds;
         ``then`` runs in the same transaction when it did (the event log)."""
+        with self._write() as conn:
+            held = self._update_held_in(conn, claim, assignments, params)
+            if held and then is not None:
+                then(conn)
+            return held
+
+    @staticmethod
+    def _update_held_in(
+        conn: sqlite3.Connection, claim: Claim, assignments: str, params: dict[str, Any]
+    ) -> bool:
         params = params | _item_params(claim.item) | {
             "owner": claim.owner,
             "held_until": _ts(claim.lease_until),
         }
-        with self._write() as conn:
-            cursor = conn.execute(f"UPDATE file_sites SET {assignments} WHERE {_HELD}", params)
-            held = cursor.rowcount == 1
-            if held and then is not None:
-                then(conn)
-            return held
+        cursor = conn.execute(f"UPDATE file_sites SET {assignments} WHERE {_HELD}", params)
+        return cursor.rowcount == 1
 
     # -- user actions ----------------------------------------------------------------------------
 

@@ -758,6 +758,49 @@ def test_representation_ready_follows_its_last_file(store):
     assert [e.type for e in _events(store, start)].count("representation_ready") == 2
 
 
+def test_recording_a_batch_is_recording_each_file(store):
+    """record_successes answers and writes what the single calls would: lost claims are
+    refused and untouched, every file is logged, and a representation the batch completes
+    is ready exactly once, after its last file."""
+    store.ensure_project("demo")
+    a, b = make_repre(asset="a", files=3), make_repre(asset="b", files=2)
+    store.insert_representation(a)
+    store.insert_representation(b)
+    start = _mark(store)
+    claims = {(c.item.repre_id, c.item.file_id): c
+              for c in _claim_all(store, store.find_work("demo", "studio", "gdrive", RETRY, T0))}
+    a_claims = [claims[(a.id, f.id)] for f in a.files]
+    b_claims = [claims[(b.id, f.id)] for f in b.files]
+    store.reset_site("demo", b.id, "gdrive", file_id=b.files[1].id)  # that claim is lost
+    start = _mark(store)
+    batch = [(a_claims[0], "gd-a0", "sha256:a0"), (b_claims[1], "gd-b1", "sha256:b1"),
+             (a_claims[1], "gd-a1", None), (b_claims[0], "gd-b0", "sha256:b0"),
+             (a_claims[2], "gd-a2", "sha256:a2")]
+    assert store.record_successes(batch, later(3)) == [True, False, True, True, True]
+
+    a_files = store.get_representation("demo", a.id).files
+    assert [f.site("gdrive").id for f in a_files] == ["gd-a0", "gd-a1", "gd-a2"]
+    assert [f.site("gdrive").checksum for f in a_files] == ["sha256:a0", None, "sha256:a2"]
+    assert all(f.site("gdrive").created_dt == later(3) for f in a_files)
+    assert _status(store, a.id, "gdrive", 2, now=later(3)) is Status.SYNCED
+    assert _status(store, b.id, "gdrive", 0, now=later(3)) is Status.SYNCED
+    lost = store.get_representation("demo", b.id).files[1].site("gdrive")
+    assert lost.created_dt is None and lost.id is None and lost.lease_owner is None
+    assert _status(store, b.id, "gdrive", 1, now=later(3)) is Status.QUEUED
+
+    events = _events(store, start)
+    # Each representation's events in the batch's order (the order across
+    # representations is the back-end's: MongoDB logs per document).
+    assert [(e.type, e.file_id) for e in events if e.repre_id == a.id] == [
+        ("file_synced", a.files[0].id), ("file_synced", a.files[1].id),
+        ("file_synced", a.files[2].id), ("representation_ready", "")]
+    assert [(e.type, e.file_id) for e in events if e.repre_id == b.id] == [
+        ("file_synced", b.files[0].id)]
+    first = next(e for e in events if e.file_id == a.files[0].id)
+    assert first.data["checksum"] == "sha256:a0" and first.data["provider_id"] == "gd-a0"
+    assert store.record_successes([], later(4)) == []
+
+
 def test_two_engines_finishing_the_last_files_together_log_one_ready(store_factory):
     stores = [store_factory(), store_factory()]
     stores[0].ensure_project("demo")
