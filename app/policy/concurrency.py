@@ -92,11 +92,17 @@ class _Cancel(Protocol):
 
 
 class _Ticket:
-    __slots__ = ("granted", "keys")
+    """One waiting transfer. ``gate`` is held until the ticket is granted: the granter
+    releases it, waking this waiter and no other (a shared condition woke every waiting
+    transfer for every freed slot, a storm of thread switches per small file)."""
+
+    __slots__ = ("gate", "granted", "keys")
 
     def __init__(self, keys: tuple[SlotKey, ...]) -> None:
         self.keys = keys
         self.granted = False
+        self.gate = threading.Lock()
+        self.gate.acquire()
 
 
 class SlotTable:
@@ -106,7 +112,7 @@ class SlotTable:
     POLL_S = 0.1
 
     def __init__(self, default_limit: int = 8) -> None:
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._default = default_limit
         self._configured: dict[str, TransferLimits] = {}
         self._overrides: dict[SlotKey, int] = {}
@@ -117,31 +123,31 @@ class SlotTable:
 
     def configure(self, limits: Mapping[str, TransferLimits], default_limit: int) -> None:
         """Limits from settings (site -> limits) and the engine default."""
-        with self._cond:
+        with self._lock:
             self._configured = dict(limits)
             self._default = max(1, default_limit)
-            self._changed_locked()
+            self._grant_locked()
 
     def set_override(self, site: str, direction: Direction, limit: int | None) -> None:
         """Runtime limit for one site and direction; None goes back to the settings."""
-        with self._cond:
+        with self._lock:
             if limit is None:
                 self._overrides.pop((site, direction), None)
             else:
                 self._overrides[(site, direction)] = max(1, min(MAX_TRANSFERS, int(limit)))
-            self._changed_locked()
+            self._grant_locked()
 
     def limit(self, site: str, direction: Direction) -> int:
-        with self._cond:
+        with self._lock:
             return self._limit_locked((site, direction))
 
     def running(self, site: str, direction: Direction) -> int:
-        with self._cond:
+        with self._lock:
             return self._running.get((site, direction), 0)
 
     def origin(self, site: str, direction: Direction) -> str:
         """"override", "setting" or "default": where the limit comes from."""
-        with self._cond:
+        with self._lock:
             if (site, direction) in self._overrides:
                 return "override"
             configured = self._configured.get(site)
@@ -161,42 +167,44 @@ class SlotTable:
     def acquire(self, keys: Iterable[SlotKey], cancel: _Cancel) -> bool:
         """Wait for a slot on every key; False (holding nothing) if cancelled meanwhile."""
         ticket = _Ticket(tuple(dict.fromkeys(keys)))
-        with self._cond:
+        with self._lock:
             self._waiting.append(ticket)
             self._grant_locked()
-            while not ticket.granted:
-                if cancel.cancelled:
+            if ticket.granted:
+                return True
+        while not ticket.gate.acquire(timeout=self.POLL_S):
+            if cancel.cancelled:
+                with self._lock:
+                    if ticket.granted:
+                        return True  # granted meanwhile: it holds the slots now
                     self._waiting.remove(ticket)
                     return False
-                self._cond.wait(self.POLL_S)
-            return True
+        return True
 
     def release(self, keys: Iterable[SlotKey]) -> None:
-        with self._cond:
+        with self._lock:
             for key in dict.fromkeys(keys):
                 left = self._running.get(key, 0) - 1
                 if left > 0:
                     self._running[key] = left
                 else:
                     self._running.pop(key, None)
-            self._changed_locked()
-
-    def _changed_locked(self) -> None:
-        self._grant_locked()
-        self._cond.notify_all()
+            self._grant_locked()
 
     def _grant_locked(self) -> None:
         """Grant waiting tickets in arrival order, skipping those whose slots are full."""
-        granted = False
-        for ticket in list(self._waiting):
+        if not self._waiting:
+            return
+        still_waiting = []
+        for ticket in self._waiting:
             if all(self._running.get(k, 0) < self._limit_locked(k) for k in ticket.keys):
                 for key in ticket.keys:
                     self._running[key] = self._running.get(key, 0) + 1
                 ticket.granted = True
-                self._waiting.remove(ticket)
-                granted = True
-        if granted:
-            self._cond.notify_all()
+                ticket.gate.release()
+            else:
+                still_waiting.append(ticket)
+        self._waiting = still_waiting
 
 
 def slot_keys(source_site: str, target_site: str) -> tuple[SlotKey, SlotKey]:

@@ -87,6 +87,34 @@ def test_cancel_while_waiting_holds_nothing():
     assert table.running("b", UP) == 0
 
 
+def _wait_for_waiters(table: SlotTable, count: int) -> None:
+    deadline = time.monotonic() + 5
+    while len(table._waiting) < count:  # private: when a thread is queued is not public
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+
+
+def test_each_freed_slot_goes_to_the_longest_waiting_transfer():
+    table = SlotTable(default_limit=1)
+    keys = slot_keys("a", "b")
+    assert table.acquire(keys, CancelToken())
+    order: list[int] = []
+    threads = []
+    for n in range(4):
+        thread = threading.Thread(target=lambda n=n: (table.acquire(keys, CancelToken()),
+                                                      order.append(n)))
+        thread.start()
+        threads.append(thread)
+        _wait_for_waiters(table, n + 1)
+    for n in range(4):
+        table.release(keys)
+        threads[n].join(5)
+        assert order == list(range(n + 1))  # that one, and no other, was let through
+        assert [t.is_alive() for t in threads[n + 1:]] == [True] * (3 - n)
+    table.release(keys)
+    assert table.running("b", UP) == 0
+
+
 def test_settings_limits_and_claim_windows():
     table = SlotTable()
     table.configure({"studio": TransferLimits(2, 4)}, default_limit=8)
