@@ -1436,17 +1436,44 @@ class SqliteStore(Store):
         self, successes: Sequence[tuple[Claim, str, str | None]], now: datetime
     ) -> list[bool]:
         """All in one transaction: what :meth:`record_success` does per file, with one
-        BEGIN/COMMIT, one write lock and one wake-up for the whole batch."""
+        BEGIN/COMMIT, one write lock and one wake-up for the whole batch. The file_synced
+        events are appended in batch order, then representation_ready once for each
+        representation the batch completed (after its files, as the single calls would)."""
+        answers: list[bool] = []
+        rows: list[tuple[Any, ...]] = []
+        touched: dict[tuple[str, str, str], None] = {}
         with self._write() as conn:
-            return [self._record_success_in(conn, claim, provider_id, checksum, now)
-                    for claim, provider_id, checksum in successes]
+            for claim, provider_id, checksum in successes:
+                held = self._mark_synced(conn, claim, provider_id, checksum, now)
+                answers.append(held)
+                if held:
+                    item = claim.item
+                    rows.append(_event_row(EventType.FILE_SYNCED, item.project, now,
+                                           item.target_site, item.repre_id, item.file_id,
+                                           _synced_data(item, provider_id, checksum)))
+                    touched[(item.project, item.repre_id, item.target_site)] = None
+            conn.executemany(_INSERT_EVENT_SQL, rows)
+            for project, repre_id, site in touched:
+                _append_if_ready(conn, project, repre_id, site, now)
+        return answers
 
     def _record_success_in(
         self, conn: sqlite3.Connection, claim: Claim, provider_id: str, checksum: str | None,
         now: datetime,
     ) -> bool:
-        item = claim.item
-        held = self._update_held_in(
+        held = self._mark_synced(conn, claim, provider_id, checksum, now)
+        if held:
+            item = claim.item
+            _append_event(conn, EventType.FILE_SYNCED, item.project, now, item.target_site,
+                          item.repre_id, item.file_id, _synced_data(item, provider_id, checksum))
+            _append_if_ready(conn, item.project, item.repre_id, item.target_site, now)
+        return held
+
+    def _mark_synced(
+        self, conn: sqlite3.Connection, claim: Claim, provider_id: str, checksum: str | None,
+        now: datetime,
+    ) -> bool:
+        return self._update_held_in(
             conn, claim,
             """
             created_dt = :now, provider_id = :provider_id, checksum = :checksum, tries = 0,
@@ -1455,14 +1482,6 @@ class SqliteStore(Store):
             """,
             {"now": _ts(now), "provider_id": provider_id, "checksum": checksum},
         )
-        if held:
-            data = {"path": item.path, "size": item.size, "checksum": checksum,
-                    "provider_id": provider_id, "source_site": item.source_site,
-                    "direction": item.direction.value}
-            _append_event(conn, EventType.FILE_SYNCED, item.project, now, item.target_site,
-                          item.repre_id, item.file_id, data)
-            _append_if_ready(conn, item.project, item.repre_id, item.target_site, now)
-        return held
 
     @_guarded
     def record_failure(
@@ -2093,15 +2112,25 @@ def _append_event(
     repre_id: str, file_id: str, data: Mapping[str, Any],
 ) -> int:
     """Append one event inside the caller's write transaction; returns its id."""
-    cursor = conn.execute(
-        """
-        INSERT INTO events (type, at, project, site, repre_id, file_id, data_json)
-        VALUES (?, ?, ?, ?, ?, ?, ?)
-        """,
-        (kind.value, _ts(now), project, site or "", repre_id or "", file_id or "",
-         json.dumps(dict(data), default=str) if data else None),
-    )
+    cursor = conn.execute(_INSERT_EVENT_SQL, _event_row(kind, project, now, site, repre_id,
+                                                        file_id, data))
     return int(cursor.lastrowid or 0)
+
+
+_INSERT_EVENT_SQL = """
+INSERT INTO events (type, at, project, site, repre_id, file_id, data_json)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+"""
+#: One encoder for every event: ``json.dumps(..., default=str)`` builds a new one per call.
+_encode_event_data = json.JSONEncoder(default=str).encode
+
+
+def _event_row(
+    kind: EventType, project: str, now: datetime, site: str, repre_id: str, file_id: str,
+    data: Mapping[str, Any],
+) -> tuple[Any, ...]:
+    return (kind.value, _ts(now), project, site or "", repre_id or "", file_id or "",
+            _encode_event_data(dict(data)) if data else None)
 
 
 def _append_if_ready(
@@ -2223,6 +2252,13 @@ def _claim_params(
         "tries": item.tries,
         "now": _ts(now),
     }
+
+
+def _synced_data(item: WorkItem, provider_id: str, checksum: str | None) -> dict[str, Any]:
+    """What a file_synced event says about the file."""
+    return {"path": item.path, "size": item.size, "checksum": checksum,
+            "provider_id": provider_id, "source_site": item.source_site,
+            "direction": item.direction.value}
 
 
 def _item_params(item: WorkItem) -> dict[str, Any]:
