@@ -572,6 +572,13 @@ class LocalDriveProvider(Provider):
 
     def _locate(self, rootless_path: str) -> tuple[str, str]:
         """(root path, local path) after every lexical and symlink check."""
+        root, local = self._place(rootless_path)
+        self._check_real(root, local, rootless_path)
+        return root, local
+
+    def _place(self, rootless_path: str) -> tuple[str, str]:
+        """(root path, local path) after the lexical checks only; the caller checks
+        symlinks (:meth:`_check_real`) before touching the path."""
         name, parts = split_rootless(rootless_path)
         if parts[-1].endswith(PART_SUFFIX):
             raise PermanentError(
@@ -579,35 +586,38 @@ class LocalDriveProvider(Provider):
                 f"temporary files: {rootless_path!r}; rename the published file"
             )
         root = select_root(self.site, self._roots, name)
-        local = safe_join(root, parts, os.path)
-        self._check_real(root, local, rootless_path)
-        return root, local
+        return root, safe_join(root, parts, os.path)
 
-    def _check_real(self, root: str, local: str, rootless_path: str) -> None:
-        """Refuse a path that symlinks lead out of the root.
+    def _check_real(
+        self, root: str, local: str, rootless_path: str, checked: str | None = None
+    ) -> bool:
+        """Refuse a path that symlinks lead out of the root; False if ``local`` (or a
+        folder above it) is known not to exist, True otherwise.
 
         ``local`` is lexically below ``root`` (``safe_join``), so only the components
-        below the root can redirect it: ``lstat`` those, from the top down. A component
-        that does not exist ends the walk (what is missing cannot be a link yet; the
-        writer creates the last one with ``O_NOFOLLOW``). Only when a link is found does
-        the full ``realpath`` check run, so symlinked folders that stay inside the root
-        keep working. This is a few ``lstat`` calls per file instead of two ``realpath``
-        walks from ``/``, which showed in the many-small-files benchmark.
+        below the root can redirect it: ``lstat`` those, from the top down, or from
+        ``checked``, a folder on the way that was just checked. A component that does not
+        exist ends the walk (what is missing cannot be a link yet; the writer creates the
+        last one with ``O_NOFOLLOW``). Only when a link is found does the full
+        ``realpath`` check run, so symlinked folders that stay inside the root keep
+        working. Every ``lstat`` is a system call and a hand-over of the GIL per file in
+        the many-small-files benchmark, so none is made twice.
         """
-        relative = local[len(root):].lstrip(os.sep + (os.altsep or ""))
-        path = root
+        start = root if checked is None else checked
+        relative = local[len(start):].lstrip(os.sep + (os.altsep or ""))
+        path = start
         for part in relative.split(os.sep) if relative else ():
             path = os.path.join(path, part)
             try:
                 mode = os.lstat(path).st_mode
             except (FileNotFoundError, NotADirectoryError):
-                return
+                return False
             except OSError:
                 break  # unreadable: let realpath decide
             if stat_mod.S_ISLNK(mode):
                 break
         else:
-            return
+            return True
         real_root = os.path.realpath(root)
         real = os.path.realpath(local)
         if not is_inside(real_root, real, os.path) or os.path.normcase(real) == os.path.normcase(
@@ -617,6 +627,7 @@ class LocalDriveProvider(Provider):
                 f"refusing {rootless_path!r} on site '{self.site}': a symlink makes it "
                 f"resolve to {real}, outside root {root}"
             )
+        return True
 
     def _require_root(self, root: str) -> None:
         """An absent root is an unmounted drive, not an empty site: never create it (that
@@ -633,8 +644,11 @@ class LocalDriveProvider(Provider):
     # -- operations ------------------------------------------------------------------------
 
     def stat(self, rootless_path: str) -> RemoteFile | None:
-        root, local = self._locate(rootless_path)
+        root, local = self._place(rootless_path)
+        present = self._check_real(root, local, rootless_path)
         self._require_root(root)
+        if not present:
+            return None
         try:
             info = os.stat(local)
         except (FileNotFoundError, NotADirectoryError):
@@ -676,17 +690,20 @@ class LocalDriveProvider(Provider):
         return _LocalReader(raw, self.site, local)
 
     def open_writer(self, rootless_path: str, size: int, resume: bool = True) -> Writer:
-        root, final = self._locate(rootless_path)
+        root, final = self._place(rootless_path)
         self._require_root(root)
-        try:
-            os.makedirs(os.path.dirname(final), exist_ok=True)  # mode 0o777 & ~umask
-        except OSError as exc:
-            raise classify_oserror(exc, self.site, final, "writing") from exc
+        folder = os.path.dirname(final)
+        if not self._check_real(root, folder, rootless_path):
+            try:
+                os.makedirs(folder, exist_ok=True)  # mode 0o777 & ~umask
+            except OSError as exc:
+                raise classify_oserror(exc, self.site, final, "writing") from exc
+            # The folders were just made (by us or by another writer): check them again.
+            self._check_real(root, folder, rootless_path)
         part = part_path(final)
-        # Folders may have just been created, or swapped meanwhile: check again, and the
-        # part name itself, which O_NOFOLLOW below keeps from being a link.
-        self._check_real(root, final, rootless_path)
-        self._check_real(root, part, rootless_path)
+        # The final and the part name (which O_NOFOLLOW below also keeps from being a link).
+        self._check_real(root, final, rootless_path, checked=folder)
+        self._check_real(root, part, rootless_path, checked=folder)
         flags = os.O_RDWR | os.O_CREAT | _O_NOFOLLOW | _O_BINARY | _O_CLOEXEC
         try:
             fd = os.open(part, flags, 0o666)
