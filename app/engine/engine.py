@@ -773,8 +773,9 @@ class Engine(PolicyControls):
     def _finish(self, jobs: list[_Job]) -> None:
         """On the finisher thread: make a batch of committed files durable, one
         ``sync_committed`` per target site (one folder fsync for a whole burst of frames
-        instead of one per file, with no worker waiting for it), then record each file.
-        Only a durable file is ever recorded as available."""
+        instead of one per file, with no worker waiting for it), then record the files,
+        all in one store call where the store can. Only a durable file is ever recorded
+        as available."""
         groups: dict[int, list[_Job]] = {}
         for job in jobs:
             groups.setdefault(id(job.target), []).append(job)
