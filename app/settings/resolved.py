@@ -179,11 +179,22 @@ class Settings:
     #: (``local`` is this machine's local_id).
     subscriptions: tuple[SubscriptionRule, ...] = ()
     hooks: HooksSettings = field(default_factory=HooksSettings)
+    #: ProjectSettings made for projects not listed (see :meth:`project`); not a setting.
+    _unlisted: dict[str, ProjectSettings] = field(default_factory=dict, init=False, repr=False,
+                                                  compare=False)
 
     def project(self, name: str) -> ProjectSettings:
-        """Settings for project ``name``, global defaults merged with its overrides."""
+        """Settings for project ``name``, global defaults merged with its overrides.
+
+        The defaults for an unlisted project are made once per name: the engine asks for
+        a file's project several times per file."""
         found = self.projects.get(name)
-        return found if found is not None else replace(self.defaults, project=name)
+        if found is not None:
+            return found
+        made = self._unlisted.get(name)
+        if made is None:
+            made = self._unlisted[name] = replace(self.defaults, project=name)
+        return made
 
     @property
     def project_names(self) -> tuple[str, ...]:

@@ -30,6 +30,10 @@ def test_project_not_listed_is_enabled_with_global_values(load) -> None:
     assert (project.retry_cnt, project.loop_delay) == (3, 60)
     assert (project.active_site, project.remote_site) == ("studio", "gdrive")
     assert set(project.sites) == {"studio", "gdrive", "sftp", LOCAL_ID}
+    # Made once per name (the engine asks per file), and per name.
+    assert settings.project("unlisted") is project
+    assert settings.project("other").project == "other"
+    assert settings == load(valid_raw())  # the cache is not part of the settings
 
 
 def test_project_overrides_merge_over_globals(load) -> None:
