@@ -106,3 +106,40 @@ def test_every_provider_has_a_guide_linked_from_the_readme_and_the_reference(pro
     assert guide.is_file(), f"docs/providers/{provider}.md: the set-up guide of provider {provider}"
     assert f"(docs/providers/{provider}.md)" in (REPO / "README.md").read_text()
     assert f"(providers/{provider}.md)" in TEXT
+
+
+#: Top-level keys of a settings file: an example made only of these is a settings example.
+SETTINGS_TOP_KEYS = {o.key for o in GLOBAL_OPTIONS} | {a for o in GLOBAL_OPTIONS for a in o.aliases} | {
+    "sites", "projects", "engine", "hooks"}
+
+
+def settings_examples() -> list[tuple[str, str]]:
+    """Every JSON example in every guide that is (a fragment of) a settings file: the
+    provider guides show `"sites": {...}, "remote_site": ...`, which is read inside {}."""
+    found = []
+    for guide in sorted((REPO / "docs").rglob("*.md")):
+        for n, block in enumerate(re.findall(r"```json\n(.*?)```", guide.read_text(), flags=re.S)):
+            try:
+                document = json.loads(block)
+            except ValueError:
+                document = json.loads("{" + block + "}")
+            if isinstance(document, dict) and document and set(document) <= SETTINGS_TOP_KEYS:
+                found.append((f"{guide.relative_to(REPO)}#{n}", block))
+    return found
+
+
+@pytest.mark.parametrize(("where", "example"), settings_examples(), ids=[w for w, _ in settings_examples()])
+def test_every_guides_settings_example_is_valid(where, example):
+    """A key or value in a guide that the loader refuses would stop a newcomer who
+    copies it; every provider guide must have at least one such example."""
+    try:
+        document = json.loads(example)
+    except ValueError:
+        document = json.loads("{" + example + "}")
+    assert validate({"local_id": "artist-one", **document}, platform="linux") == [], where
+
+
+def test_every_provider_guide_has_a_settings_example():
+    guides = {where.split("#")[0] for where, _ in settings_examples()}
+    for provider in PROVIDERS:
+        assert f"docs/providers/{provider}.md" in guides, provider
