@@ -15,6 +15,8 @@ from pathlib import Path
 
 import platformdirs
 
+from app.errors import ConfigError
+
 __all__ = [
     "APP_NAME",
     "ENV_CONFIG",
@@ -51,7 +53,7 @@ def data_dir() -> Path:
     """Embedded database, demo sites and state: ``$SITESYNC_DATA_DIR`` or the user data dir."""
     override = _env_path(ENV_DATA_DIR)
     path = override or Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
-    return ensure_private_dir(path)
+    return _usable_data_dir(path)
 
 
 def log_dir() -> Path:
@@ -63,7 +65,23 @@ def log_dir() -> Path:
 
 def state_dir() -> Path:
     """Small state files the engine keeps between runs (``data_dir()/state``)."""
-    return ensure_private_dir(data_dir() / "state")
+    return _usable_data_dir(data_dir() / "state")
+
+
+def _usable_data_dir(path: Path) -> Path:
+    """:func:`ensure_private_dir` for the data folder, whose absence stops every command:
+    a folder the user cannot create (a service whose ``SITESYNC_DATA_DIR`` belongs to
+    root, a mistyped path) is a settings problem with a fix, not a traceback. (The log
+    folder is optional: :func:`app.logs.log_to_file` carries on without it.)"""
+    try:
+        return ensure_private_dir(path)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create SiteSync's data folder {path}: {exc.strerror or exc}",
+            fix=f"create it for the user running SiteSync, or set {ENV_DATA_DIR} to a folder "
+            "that user can write",
+            key=ENV_DATA_DIR,
+        ) from None
 
 
 def ensure_private_dir(path: Path) -> Path:

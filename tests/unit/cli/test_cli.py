@@ -53,6 +53,21 @@ def test_serve_on_a_fresh_machine_says_what_to_do(home, capsys):
     assert "nothing to serve: no enabled project has two different sites to sync" in out
 
 
+def test_a_data_folder_that_cannot_be_made_is_a_settings_problem(home, capsys, monkeypatch):
+    """A wrong SITESYNC_DATA_DIR (here below a file, which stops root too) is named with
+    its fix, for every command: no PermissionError/NotADirectoryError traceback."""
+    assert main(["status"]) == 0  # the settings file exists; the data folder is asked later
+    (home / "a-file").write_text("not a folder")
+    monkeypatch.setenv("SITESYNC_DATA_DIR", str(home / "a-file" / "data"))
+    capsys.readouterr()
+    for argv in (["status"], ["pause"], ["demo"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert f"cannot create SiteSync's data folder {home / 'a-file'}" in err, err
+        assert "set SITESYNC_DATA_DIR to a folder that user can write" in err
+        assert "Traceback" not in err
+
+
 def test_site_actions_and_reset(home, capsys):
     main(["demo"])
     page = _status_json(capsys)
