@@ -56,6 +56,8 @@ class _Connection:
     idle: list[Any] = field(default_factory=list)
     #: Channels open or being opened on this connection (busy + idle SFTP + exec).
     sessions: int = 0
+    #: Channels being opened (counted in ``sessions`` too), not yet confirmed.
+    opening: int = 0
     busy: int = 0
     alive: bool = True
 
@@ -243,12 +245,14 @@ class SessionPool:
                 continue
             conn.sessions += 1
             conn.busy += 1
+            conn.opening += 1
             try:
                 sftp = await asyncio.wait_for(conn.ssh.start_sftp_client(),
                                               self._options.stall_timeout_s)
             except BaseException as exc:
                 conn.sessions -= 1
                 conn.busy -= 1
+                conn.opening -= 1
                 self._notify()
                 if isinstance(exc, asyncio.CancelledError):
                     raise
@@ -256,24 +260,24 @@ class SessionPool:
                 if self._channel_refused(conn, exc, failures):
                     await asyncio.sleep(0.1 * failures)
                 continue
+            conn.opening -= 1
             return Channel(conn, sftp)
 
     def _channel_refused(self, conn: _Connection, exc: BaseException, failures: int) -> bool:
         """Learn from a refused channel; True when the caller should pause before the
         next try."""
         if isinstance(exc, asyncssh.ChannelOpenError) and conn.alive:
-            if conn.sessions == 0:
+            # Opens still in flight may be refused as well: only channels the server
+            # accepted tell its limit.
+            accepted = conn.sessions - conn.opening
+            if accepted <= 0:
                 if failures < 3:
                     return True  # a slot the server has not freed yet: try again shortly
                 raise PermanentError(
                     f"the SFTP server {self._options.host} refuses every channel for site "
                     f"'{self._site}' ({exc.reason}); check that the SFTP subsystem is enabled "
                     "for this user") from None
-            # Below our limit: the server's MaxSessions is lower. Learn it.
-            conn.limit = conn.sessions
-            _log.warning("sftp %s: server allows %d channels per connection; set "
-                         "sites.%s.sftp_max_sessions to %d", self._site, conn.limit, self._site,
-                         conn.limit)
+            self._learn_limit(conn, accepted)
             return False
         if isinstance(exc, TimeoutError):
             self.kill(conn)
@@ -284,6 +288,15 @@ class SessionPool:
                 f"cannot open an SFTP channel to {self._options.host} for site '{self._site}': "
                 f"{getattr(exc, 'reason', '') or exc or type(exc).__name__}; will retry") from None
         return False
+
+    def _learn_limit(self, conn: _Connection, accepted: int) -> None:
+        """A channel was refused with ``accepted`` open: the server's MaxSessions is lower
+        than ours. Said once per value learnt (refusals of opens in flight repeat it)."""
+        if accepted < conn.limit:
+            conn.limit = accepted
+            _log.warning("sftp %s: the server allows %d channels per connection; set "
+                         "sites.%s.sftp_max_sessions to %d", self._site, accepted, self._site,
+                         accepted)
 
     def release(self, channel: Channel, broken: bool = False) -> None:
         """Give a channel back; ``broken`` closes it (its connection may still serve)."""
@@ -354,11 +367,10 @@ class SessionPool:
             try:
                 return await conn.ssh.run(command, stdin=asyncssh.DEVNULL, check=False,
                                           timeout=timeout, encoding="utf-8", errors="replace")
-            except asyncssh.ChannelOpenError as exc:
-                if conn.sessions > 1:
-                    conn.limit = conn.sessions - 1
-                    _log.warning("sftp %s: command channel refused (%s); using %d channels per "
-                                 "connection", self._site, exc.reason, conn.limit)
+            except asyncssh.ChannelOpenError:
+                accepted = conn.sessions - 1 - conn.opening  # not this command's channel
+                if accepted > 0:
+                    self._learn_limit(conn, accepted)
                     continue
                 # Nothing else open here: OpenSSH frees a closed channel's slot a moment
                 # after it confirms the close, so a refusal right after one is no verdict.

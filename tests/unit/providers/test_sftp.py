@@ -350,7 +350,7 @@ def test_projects_on_one_site_share_its_connections(sshd, make, root):
     assert again.pool is not pool and _read(again, "{root[work]}/a.bin") == b"first"
 
 
-def test_channels_stay_within_the_servers_limit(make):
+def test_channels_stay_within_the_servers_limit(make, caplog):
     # The test server allows 10 sessions per connection; we claim 30 on one connection.
     provider = make(sftp_max_connections=1, sftp_max_sessions=30)
     errors: list[BaseException] = []
@@ -370,10 +370,13 @@ def test_channels_stay_within_the_servers_limit(make):
         thread.join()
     assert not errors, errors
     assert provider.pool.connects == 1
+    learnt = [line for line in caplog.messages if "sftp_max_sessions to" in line]
+    # When the threads did overlap past 10 channels, the server's value was said once.
+    assert len(learnt) <= 1 and all(line.endswith("sftp_max_sessions to 10") for line in learnt), learnt
 
 
 @pytest.mark.parametrize("limit", ["server", "setting"])
-def test_server_hashing_never_waits_for_the_channels_uploads_hold(sshd, make, root, limit):
+def test_server_hashing_never_waits_for_the_channels_uploads_hold(sshd, make, root, limit, caplog):
     # One channel per connection — the server's MaxSessions 1 (learnt from its refusal)
     # or sftp_max_sessions 1: the command that hashes a part needs a slot while every
     # slot is held by an upload at that step.
@@ -401,6 +404,9 @@ def test_server_hashing_never_waits_for_the_channels_uploads_hold(sshd, make, ro
     for index, content in data.items():
         assert (root / "one-slot" / f"{index}.bin").read_bytes() == content
     assert provider.check() == [] and provider.verifier.server_hash_works
+    learnt = {line.split("sftp_max_sessions to ")[1] for line in caplog.messages
+              if "sftp_max_sessions to" in line}
+    assert learnt == ({"1"} if limit == "server" else set())  # the server's value, said once
 
 
 # -- failures mid-transfer --------------------------------------------------------------------
