@@ -796,13 +796,13 @@ class Engine(PolicyControls):
 
     def _record_batch(self, jobs: list[_Job]) -> list[_Job]:
         """Record the plain (not staged) files of ``jobs`` in one store call; returns the
-        jobs still to record one by one (staged files, and the whole batch or its rest
-        when the database failed: the single path retries through an outage)."""
+        jobs still to record one by one (staged files, and those the database failed on:
+        the single path retries through an outage)."""
         plain = [(job, job.result) for job in jobs
                  if job.result is not None and not job.result.staged]
         if len(plain) < 2:
             return jobs
-        answers: list[bool] = []
+        answers: list[bool | None] = [None] * len(plain)
         with contextlib.ExitStack() as held:
             # Only this thread ever holds more than one job lock, so the order is free.
             for job, _ in plain:
@@ -814,15 +814,20 @@ class Engine(PolicyControls):
             except StoreUnavailableError as exc:
                 _log.warning("recording %d files at once failed, recording them one by one: %s",
                              len(plain), exc)
-        for (job, _), recorded in zip(plain, answers, strict=False):  # answers may stop early
-            self._publish_recorded(job, recorded)
-        done = plain[:len(answers)]
+            except Exception:  # the single path reports it per file
+                _log.exception("recording %d files at once failed, recording them one by one",
+                               len(plain))
+        done = []
+        for (job, _), recorded in zip(plain, answers, strict=True):
+            if recorded is not None:
+                self._publish_recorded(job, recorded)
+                done.append(job)
         if done:
             with self._lock:
-                for job, _ in done:
+                for job in done:
                     self._jobs.pop(job.key, None)
             self._wake.set()  # once for the batch: the loop refills every freed slot at once
-        done_ids = {id(job) for job, _ in done}
+        done_ids = {id(job) for job in done}
         return [job for job in jobs if id(job) not in done_ids]
 
     def _record_success(self, job: _Job) -> None:

@@ -202,25 +202,27 @@ class Store(abc.ABC):
 
     def record_successes(
         self, successes: Sequence[tuple[Claim, str, str | None]], now: datetime
-    ) -> list[bool]:
-        """:meth:`record_success` for each ``(claim, provider_id, checksum)``, in order,
-        with the answers the single calls would give.
+    ) -> list[bool | None]:
+        """:meth:`record_success` for each ``(claim, provider_id, checksum)``: one answer
+        per entry, in order, as the single call would give it, or None for an entry the
+        database failed on (nothing recorded for it: ask again). Raises
+        StoreUnavailableError when nothing at all was recorded.
 
         Why a batch: the engine's finisher records every small file a burst of workers
-        committed, and one write transaction per file cost more than copying the file.
-        A back-end that can records the batch in one transaction: all answers, or an
-        error and nothing recorded. This default makes the single calls; when one fails
-        after others were recorded it returns the answers so far (a shorter list), so
-        the caller records only the rest again and never mistakes its own recorded
-        files for lost claims. An error before anything was recorded is raised.
+        committed, and one write transaction (or one network round trip) per file cost
+        more than copying the file. SQLite records the batch in one transaction; MongoDB
+        sends the updates side by side. The None answers let the caller record only the
+        failed entries again, so it never mistakes a file it already recorded for a
+        claim another engine took. This default makes the single calls in order.
         """
-        answers: list[bool] = []
+        answers: list[bool | None] = []
         for claim, provider_id, checksum in successes:
             try:
                 answers.append(self.record_success(claim, provider_id, checksum, now))
             except StoreUnavailableError:
                 if not answers:
                     raise
+                answers += [None] * (len(successes) - len(answers))
                 break
         return answers
 

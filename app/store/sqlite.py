@@ -1434,12 +1434,12 @@ class SqliteStore(Store):
     @_guarded
     def record_successes(
         self, successes: Sequence[tuple[Claim, str, str | None]], now: datetime
-    ) -> list[bool]:
+    ) -> list[bool | None]:
         """All in one transaction: what :meth:`record_success` does per file, with one
         BEGIN/COMMIT, one write lock and one wake-up for the whole batch. The file_synced
         events are appended in batch order, then representation_ready once for each
         representation the batch completed (after its files, as the single calls would)."""
-        answers: list[bool] = []
+        answers: list[bool | None] = []
         rows: list[tuple[Any, ...]] = []
         touched: dict[tuple[str, str, str], None] = {}
         with self._write() as conn:

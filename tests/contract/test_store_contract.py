@@ -789,16 +789,36 @@ def test_recording_a_batch_is_recording_each_file(store):
     assert _status(store, b.id, "gdrive", 1, now=later(3)) is Status.QUEUED
 
     events = _events(store, start)
-    # Each representation's events in the batch's order (the order across
-    # representations is the back-end's: MongoDB logs per document).
-    assert [(e.type, e.file_id) for e in events if e.repre_id == a.id] == [
-        ("file_synced", a.files[0].id), ("file_synced", a.files[1].id),
-        ("file_synced", a.files[2].id), ("representation_ready", "")]
+    # Every file's event, then the representation's (the order of one batch's files is
+    # the back-end's: MongoDB records them side by side).
+    a_events = [(e.type, e.file_id) for e in events if e.repre_id == a.id]
+    assert sorted(a_events[:3]) == sorted(("file_synced", f.id) for f in a.files)
+    assert a_events[3:] == [("representation_ready", "")]
     assert [(e.type, e.file_id) for e in events if e.repre_id == b.id] == [
         ("file_synced", b.files[0].id)]
     first = next(e for e in events if e.file_id == a.files[0].id)
     assert first.data["checksum"] == "sha256:a0" and first.data["provider_id"] == "gd-a0"
     assert store.record_successes([], later(4)) == []
+
+
+def test_a_large_batch_completes_its_representations_once(store):
+    store.ensure_project("demo")
+    repres = [make_repre(asset=f"sh{n}", files=12) for n in range(3)]
+    for repre in repres:
+        store.insert_representation(repre)
+    claims = _claim_all(store, store.find_work("demo", "studio", "gdrive", RETRY, T0, limit=100))
+    start = _mark(store)
+    answers = store.record_successes([(c, f"id-{c.item.file_id}", None) for c in claims],
+                                     later(2))
+    assert answers == [True] * 36
+    events = _events(store, start)
+    assert sorted(e.file_id for e in events if e.type == "file_synced") == sorted(
+        f.id for r in repres for f in r.files)
+    for repre in repres:
+        mine = [e.type for e in events if e.repre_id == repre.id]
+        assert mine == ["file_synced"] * 12 + ["representation_ready"]
+        assert all(f.site("gdrive").id == f"id-{f.id}"
+                   for f in store.get_representation("demo", repre.id).files)
 
 
 def test_two_engines_finishing_the_last_files_together_log_one_ready(store_factory):

@@ -1,7 +1,7 @@
-"""Store.record_successes as a back-end without one transaction for a batch gets it
-(MongoStore): the single calls, in order, and when the database fails part-way the
-answers so far, so the engine records only the rest again and never mistakes its own
-recorded files for claims another engine took."""
+"""Store.record_successes as a back-end without its own version gets it: the single
+calls, in order, and when the database fails part-way None for the rest, so the engine
+records only those again and never mistakes its own recorded files for claims another
+engine took."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def test_answers_stop_where_the_database_went_away(tmp_path: Path, healthy: int)
     claims = _claims(store, 5)
     answers = store.record_successes([(c, f"id-{n}", None) for n, c in enumerate(claims)],
                                      later(1))
-    assert answers == [True] * healthy
+    assert answers == [True] * healthy + [None] * (5 - healthy)
     recorded = [f.site("gdrive").created_dt is not None
                 for f in store.get_representation("demo", claims[0].item.repre_id).files]
     assert recorded == [True] * healthy + [False] * (5 - healthy)
