@@ -6,7 +6,10 @@ Two measurements, each for SiteSync's window and for the baseline:
    window until rows are on screen, and the longest stall of the GUI thread meanwhile.
 2. **1,000 files syncing** through a real Engine between two real local_drive sites (in
    the same 100,000-representation project, the new rows sorted on screen): the longest
-   and the 99th-percentile GUI-thread stall while the window follows the sync.
+   and the 99th-percentile GUI-thread stall while the window follows the sync, and the
+   most files the engine had in flight (claimed or moving) meanwhile. ``--transfers``
+   raises the engine's transfers at once (up to 256 per site) and ``--bwlimit`` slows the
+   studio site so that many stay in flight: the window under a flood of engine events.
 
 Stalls are measured with a 5 ms QTimer heartbeat on the GUI thread: a stall is the gap
 between two ticks minus the interval, i.e. how long the window could not repaint or take
@@ -21,6 +24,7 @@ window's design, not the database work per query.
 
 Usage:  QT_QPA_PLATFORM=offscreen python -m bench.ui_queue [--reps 100000] [--files 1000]
             [--mongo-reps 10000] [--repeat 3] [--sync-repeat 1] [--cache DIR] [--out FILE]
+            [--transfers 8] [--bwlimit 4M] [--progress-s 1]
 Seeding 100,000 representations takes about a minute; ``--cache DIR`` keeps the seeded
 SQLite file there for the next run. Prints a Markdown table (also to --out).
 """
@@ -113,14 +117,36 @@ def background_repre(i: int) -> Representation:
     )
 
 
-def write_settings(tmp: Path, local_root: Path, remote_root: Path, database_url: str = "") -> Settings:
+@dataclass(frozen=True)
+class Load:
+    """How hard the engine works while the window is open (the syncing runs)."""
+
+    transfers: int = 8
+    bwlimit: str = ""
+    progress_s: float = 1.0
+
+    def describe(self) -> str:
+        text = f"real Engine, 2 local_drive sites, {self.transfers} transfers at once"
+        if self.bwlimit:
+            text += f", studio limited to {self.bwlimit}/s"
+        if self.progress_s != 1.0:
+            text += f", progress every {self.progress_s:g} s"
+        return text
+
+
+def write_settings(tmp: Path, local_root: Path, remote_root: Path, database_url: str = "",
+                   load: Load = Load()) -> Settings:
     path = tmp / "settings.json"
+    remote: dict[str, Any] = {"provider": "local_drive", "root": {"work": str(remote_root)}}
+    if load.bwlimit:
+        remote["bwlimit"] = load.bwlimit
     path.write_text(json.dumps({
         "database_url": database_url, "database_name": "bench", "local_id": LOCAL,
         "publish_site": "local", "remote_site": REMOTE, "retry_cnt": RETRY, "loop_delay": 5,
         "sites": {LOCAL: {"provider": "local_drive", "root": {"work": str(local_root)}},
-                  REMOTE: {"provider": "local_drive", "root": {"work": str(remote_root)}}},
-        "engine": {"workers_per_site": 8, "lease_s": 60, "progress_interval_s": 1},
+                  REMOTE: remote},
+        "engine": {"workers_per_site": load.transfers, "lease_s": 60,
+                   "progress_interval_s": load.progress_s},
     }))
     return load_settings(path)
 
@@ -319,6 +345,7 @@ class Result:
     sync_stall_ms: float = 0.0
     sync_p99_ms: float = 0.0
     rows_seen_synced: int = 0
+    peak_in_flight: int = 0
 
 
 def _median(results: list[Result]) -> Result:
@@ -374,7 +401,7 @@ def _close(window: Any) -> None:
 
 
 def syncing(kind: str, tmp: Path, base_db: Path, local_root: Path, files: int,
-            heartbeat: Heartbeat) -> Result:
+            heartbeat: Heartbeat, load: Load) -> Result:
     """A copy of the seeded database, an empty studio, a real engine: sync ``files`` files
     while the window is open, and measure the GUI thread."""
     run = tmp / f"run-{kind}"
@@ -383,7 +410,7 @@ def syncing(kind: str, tmp: Path, base_db: Path, local_root: Path, files: int,
     shutil.copy(base_db, db)
     remote_root = run / "studio"
     remote_root.mkdir()
-    settings = write_settings(run, local_root, remote_root)
+    settings = write_settings(run, local_root, remote_root, load=load)
     store = SqliteStore(db)
     engine = Engine(store, settings, state_path=run / "engine.json")
     bridge = EngineBridge(engine.bus) if kind == "sitesync" else None
@@ -396,7 +423,12 @@ def syncing(kind: str, tmp: Path, base_db: Path, local_root: Path, files: int,
     heartbeat.start()
     started = time.perf_counter()
     engine.start()
-    done = spin_until(lambda: engine.counts["synced"] >= files, 1200)
+
+    def synced() -> bool:
+        result.peak_in_flight = max(result.peak_in_flight, engine.in_flight)
+        return engine.counts["synced"] >= files
+
+    done = spin_until(synced, 1200)
     result.sync_s = time.perf_counter() - started
     # Let the window catch up (SiteSync: events; baseline: its next 5 s refresh).
     spin_until(lambda: _synced_rows(window) >= min(_rows(window), files // FILES_PER_NEW_REPRE), 15)
@@ -489,7 +521,14 @@ def main() -> None:
                         help="syncing runs per window (the median is shown)")
     parser.add_argument("--cache", help="keep the seeded SQLite database in this folder")
     parser.add_argument("--out")
+    parser.add_argument("--transfers", type=int, default=8,
+                        help="transfers at once per site in the syncing runs (1-256)")
+    parser.add_argument("--bwlimit", default="",
+                        help="bandwidth limit of the studio site in the syncing runs, e.g. 4M")
+    parser.add_argument("--progress-s", type=float, default=1.0,
+                        help="the engine's progress_interval_s in the syncing runs")
     args = parser.parse_args()
+    load = Load(args.transfers, args.bwlimit, args.progress_s)
     app = QApplication.instance() or QApplication([])
     heartbeat = Heartbeat()
 
@@ -529,7 +568,7 @@ def main() -> None:
                 sync_tmp = tmp / f"sync-{repeat}"
                 sync_tmp.mkdir(exist_ok=True)
                 sync_runs.setdefault(kind, []).append(
-                    syncing(kind, sync_tmp, base_db, local_root, args.files, heartbeat))
+                    syncing(kind, sync_tmp, base_db, local_root, args.files, heartbeat, load))
         sync_rows = [(kind, _median(results)) for kind, results in sync_runs.items()]
     del app
 
@@ -548,12 +587,14 @@ def main() -> None:
     lines += [
         "",
         f"| {args.files:,} files syncing (SQLite, {args.reps:,} representations) | window | "
-        "sync time (s) | longest UI stall (ms) | p99 UI stall (ms) | synced rows on screen |",
-        "|---|---|---:|---:|---:|---:|",
+        "files in flight (peak) | sync time (s) | longest UI stall (ms) | p99 UI stall (ms) | "
+        "synced rows on screen |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for kind, r in sync_rows:
-        lines.append(f"| real Engine, 2 local_drive sites | {names[kind]} | {r.sync_s:.1f} | "
-                     f"{r.sync_stall_ms:,.0f} | {r.sync_p99_ms:,.0f} | {int(r.rows_seen_synced)} |")
+        lines.append(f"| {load.describe()} | {names[kind]} | {int(r.peak_in_flight):,} | "
+                     f"{r.sync_s:.1f} | {r.sync_stall_ms:,.0f} | {r.sync_p99_ms:,.0f} | "
+                     f"{int(r.rows_seen_synced)} |")
     text = "\n".join(lines)
     print(text)
     if args.out:

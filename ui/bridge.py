@@ -2,16 +2,27 @@
 
 The engine publishes on its own threads (the loop and one per transfer). Widgets may only
 be touched from the GUI thread, and a slot per progress tick would drown it when thousands
-of files are in flight. So the bus subscriber here only appends to buffers under a lock and,
+of files are in flight. So the bus subscriber here only drops the event into a buffer and,
 at most once per pending batch, emits one queued wake-up signal; the GUI thread then
 
-* re-emits every discrete event (started, synced, failed, stopped, engine state) one by one
-  (none is dropped: a failure notification or a row update must never go missing),
+* re-emits every discrete event (started, synced, failed, stopped, engine state), none
+  dropped (a failure notification or a row update must never go missing): all of one
+  wake-up together as ``events`` (a tuple, in order), then one by one on their own
+  signals. Busy consumers take ``events``: one Python slot call per event is one more
+  time the GUI thread must win the GIL back from the engine's threads,
 * emits ``progress`` with the latest :class:`FileProgress` per file, at most every
   ``progress_interval_ms`` (default 100 ms, ~10x/s),
 * emits ``representations_changed`` with the set of rows touched since the last emission,
   at most every ``rows_interval_ms`` (default 200 ms, ~5x/s),
 * emits ``totals`` (:class:`Totals`) on the progress cadence when anything in it changed.
+
+The engine threads never hold a lock per event: a discrete event is appended to a deque
+and a progress event stored in a dict, both single atomic operations under the GIL; all
+bookkeeping (in-flight files, byte sums, touched rows) happens on the GUI thread. A lock
+guards only the rare wake-up emission against :meth:`close`. The earlier design did the
+bookkeeping under a lock on the engine threads; with 128 transfers at once a lock holder
+preempted by the interpreter held up every other thread, the GUI thread included, for
+up to 0.2 s (measured with bench/ui_queue.py --transfers 128).
 
 Cross-thread delivery goes to bound methods of this GUI-thread QObject with an explicit
 ``QueuedConnection``: PySide6 runs lambdas connected to a foreign thread's signal in that
@@ -111,6 +122,7 @@ class EngineBridge(QObject):
     file_synced = Signal(object)  # FileSynced
     file_failed = Signal(object)  # FileFailed
     engine_state = Signal(object)  # EngineStateChanged
+    events = Signal(object)  # tuple[Event, ...]: the discrete events above, in order
     progress = Signal(object)  # dict[ProgressKey, FileProgress]
     representations_changed = Signal(object)  # frozenset[(project, repre_id)]
     totals = Signal(object)  # Totals
@@ -126,22 +138,21 @@ class EngineBridge(QObject):
         rows_interval_ms: int = 200,
     ) -> None:
         super().__init__(parent)
-        self._lock = threading.Lock()
         self._closed = False
-        # Filled on engine threads, drained on the GUI thread (all under _lock).
-        self._discrete: deque[Event] = deque()
-        self._discrete_wake = False
-        self._progress_pending: dict[ProgressKey, FileProgress] = {}
-        self._rows_pending: set[tuple[str, str]] = set()
-        self._fast_wake = False
-        self._rows_wake = False
-        # Totals are kept as running sums: a sum over thousands of in-flight files per
-        # progress tick would make the engine threads pay O(files) per event.
+        # Written by engine threads with single atomic operations, read on the GUI thread.
+        self._inbox: deque[Event] = deque()  # discrete events, in order
+        self._progress_pending: dict[ProgressKey, FileProgress] = {}  # latest per file
+        self._discrete_wake = False  # a wake-up for the inbox is queued
+        self._progress_wake = False  # a wake-up for progress is queued (reset on flush)
+        self._emit_lock = threading.Lock()  # a wake-up emission vs close()
+        # GUI thread only. Totals are kept as running sums, so a totals snapshot never
+        # walks every in-flight file.
         self._in_flight: dict[ProgressKey, tuple[int, int]] = {}
         self._bytes_done = 0
         self._bytes_total = 0
         self._counts = {"synced": 0, "failed": 0}
         self._state = ("starting", "")
+        self._rows_pending: set[tuple[str, str]] = set()
         self._totals_dirty = False
         self._last_totals = Totals()
 
@@ -154,49 +165,86 @@ class EngineBridge(QObject):
 
     @property
     def current_totals(self) -> Totals:
-        """The latest totals (may be ahead of the last ``totals`` emission)."""
-        with self._lock:
-            return self._snapshot()
+        """The totals as of the last wake-up handled (GUI thread; may be ahead of the last
+        ``totals`` emission)."""
+        return self._snapshot()
 
     def close(self) -> None:
         """Unsubscribe and stop emitting; events already queued are dropped."""
-        with self._lock:
+        with self._emit_lock:
             if self._closed:
                 return
             self._closed = True
         self._unsubscribe()
         self._fast.stop()
         self._rows.stop()
+        self._inbox.clear()
+        self._progress_pending.clear()
 
     # -- engine threads -----------------------------------------------------------------------
 
     def _on_event(self, event: Event) -> None:
         """Bus subscriber: runs on the publishing (engine) thread, so it only buffers."""
-        wake = False
-        with self._lock:
-            if self._closed:
+        if self._closed:
+            return
+        if isinstance(event, FileProgress):
+            self._progress_pending[_key(event)] = event
+            if not self._progress_wake:
+                self._request_wake("_progress_wake")
+        else:
+            self._inbox.append(event)
+            if not self._discrete_wake:
+                self._request_wake("_discrete_wake")
+
+    def _request_wake(self, flag: str) -> None:
+        with self._emit_lock:
+            if self._closed or getattr(self, flag):
                 return
-            if isinstance(event, FileProgress):
-                key = _key(event)
-                self._progress_pending[key] = event
-                if key in self._in_flight:
-                    self._track(key, (event.bytes_done, event.size))
-            else:
-                self._discrete.append(event)
-                if not self._discrete_wake:
-                    self._discrete_wake = wake = True
-                self._apply_totals(event)
-            if (self._progress_pending or self._totals_dirty) and not self._fast_wake:
-                self._fast_wake = wake = True
-            if self._rows_pending and not self._rows_wake:
-                self._rows_wake = wake = True
-            if wake:
-                # Under the lock, so close() cannot return (and the bridge be deleted)
-                # while an engine thread is emitting; a queued emit only posts an event.
-                self._wake.emit()
+            setattr(self, flag, True)
+            # Under the lock, so close() cannot return (and the bridge be deleted) while
+            # an engine thread is emitting; a queued emit only posts an event.
+            self._wake.emit()
+
+    # -- GUI thread: bookkeeping ----------------------------------------------------------------
+
+    def _ingest(self) -> list[Event]:
+        """Move the inbox into the totals and touched rows; returns its events in order.
+        The flag is cleared first, so an event appended meanwhile queues a new wake-up."""
+        self._discrete_wake = False
+        inbox = self._inbox
+        events = []
+        while inbox:
+            event = inbox.popleft()
+            events.append(event)
+            self._apply_totals(event)
+        return events
+
+    def _take_progress(self) -> tuple[list[Event], dict[ProgressKey, FileProgress]]:
+        """The discrete events and the latest progress per file since the last call, such
+        that every transfer start comes before its progress and no progress of a file
+        whose final event is among the events is left. Progress is popped key by key: an
+        engine thread writing meanwhile leaves its entry for the next call."""
+        events = self._ingest()  # finals drop their file's stale progress
+        self._progress_wake = False
+        pending = self._progress_pending
+        batch = {}
+        for key in list(pending):
+            event = pending.pop(key, None)
+            if event is not None:
+                batch[key] = event
+        # A transfer's start is published before its progress: whatever arrived while
+        # popping holds the starts of the progress just taken (and maybe their ends).
+        for event in self._ingest():
+            events.append(event)
+            if isinstance(event, FileSynced | FileFailed | TransferStopped):
+                batch.pop(_key(event), None)
+        for key, event in batch.items():
+            if key in self._in_flight:
+                self._track(key, (event.bytes_done, event.size))
+        return events, batch
 
     def _apply_totals(self, event: Event) -> None:
-        """Update the in-flight table and counters for a discrete event (under _lock)."""
+        """Update the in-flight table and counters for a discrete event."""
         if isinstance(event, TransferStarted):
             self._track(_key(event), (event.resumed_from, event.size))
             self._rows_pending.add((event.project, event.repre_id))
@@ -219,7 +267,7 @@ class EngineBridge(QObject):
         self._totals_dirty = True
 
     def _track(self, key: ProgressKey, value: tuple[int, int] | None) -> None:
-        """Set (or with None, drop) one in-flight file, keeping the sums (under _lock)."""
+        """Set (or with None, drop) one in-flight file, keeping the sums."""
         old_done, old_size = self._in_flight.pop(key, (0, 0))
         self._bytes_done -= old_done
         self._bytes_total -= old_size
@@ -230,30 +278,29 @@ class EngineBridge(QObject):
         self._totals_dirty = True
 
     def _snapshot(self) -> Totals:
-        """The current totals (under _lock)."""
         return Totals(state=self._state[0], message=self._state[1],
                       in_flight=len(self._in_flight), bytes_done=self._bytes_done,
                       bytes_total=self._bytes_total, synced=self._counts["synced"],
                       failed=self._counts["failed"])
 
-    # -- GUI thread ---------------------------------------------------------------------------
+    # -- GUI thread: emitting -----------------------------------------------------------------
 
     @Slot()
     def _drain(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            events = list(self._discrete)
-            self._discrete.clear()
-            self._discrete_wake = False
-            fast = self._fast_wake
-            rows = self._rows_wake
+        if self._closed:
+            return
+        self._emit_all(self._ingest())
+        if self._progress_pending or self._totals_dirty:
+            self._fast.request()
+        if self._rows_pending:
+            self._rows.request()
+
+    def _emit_all(self, events: list[Event]) -> None:
+        if not events:
+            return
+        self.events.emit(tuple(events))
         for event in events:
             self._emit_discrete(event)
-        if fast:
-            self._fast.request()
-        if rows:
-            self._rows.request()
 
     def _emit_discrete(self, event: Event) -> None:
         if isinstance(event, TransferStarted):
@@ -268,17 +315,14 @@ class EngineBridge(QObject):
             self.engine_state.emit(event)
 
     def _flush_fast(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            batch = self._progress_pending
-            self._progress_pending = {}
-            totals = self._snapshot()
-            self._totals_dirty = False
-            self._fast_wake = False
-        # Progress may only be emitted after the discrete events that preceded it, so a
-        # row never shows progress for a transfer whose start the GUI has not seen.
-        self._drain_pending_discrete()
+        if self._closed:
+            return
+        # Discrete events first: a row never shows progress for a transfer whose start
+        # the GUI has not seen, and progress of a finished file is dropped.
+        events, batch = self._take_progress()
+        totals = self._snapshot()
+        self._totals_dirty = False
+        self._emit_all(events)
         if batch:
             self.progress.emit(batch)
         if totals != self._last_totals:
@@ -286,19 +330,10 @@ class EngineBridge(QObject):
             self.totals.emit(totals)
 
     def _flush_rows(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            changed = frozenset(self._rows_pending)
-            self._rows_pending.clear()
-            self._rows_wake = False
-        self._drain_pending_discrete()
+        if self._closed:
+            return
+        self._emit_all(self._ingest())
+        changed = frozenset(self._rows_pending)
+        self._rows_pending.clear()
         if changed:
             self.representations_changed.emit(changed)
-
-    def _drain_pending_discrete(self) -> None:
-        with self._lock:
-            events = list(self._discrete)
-            self._discrete.clear()
-        for event in events:
-            self._emit_discrete(event)

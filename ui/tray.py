@@ -29,6 +29,7 @@ from app import paths
 from app.engine.engine import Engine
 from app.errors import SiteSyncError, StoreUnavailableError
 from app.events.bus import EventBus
+from app.events.types import FileFailed, FileSynced
 from app.hooks import HookRunner
 from app.model import Status, SummaryQuery
 from app.redact import redact
@@ -203,8 +204,7 @@ class TrayController(QObject):
 
         self.bridge.totals.connect(self._on_totals)
         self.bridge.engine_state.connect(self._on_engine_state)
-        self.bridge.file_failed.connect(self.notifier.file_failed)
-        self.bridge.file_synced.connect(self.notifier.file_synced)
+        self.bridge.events.connect(self._on_events)
         self.bridge.representations_changed.connect(self._on_rows_changed)
         self._stopped.connect(self._finish_quit, Qt.ConnectionType.QueuedConnection)
 
@@ -339,6 +339,15 @@ class TrayController(QObject):
     @Slot(object)
     def _on_engine_state(self, _event: object) -> None:
         self.update_view()
+
+    @Slot(object)
+    def _on_events(self, events: tuple[object, ...]) -> None:
+        """Finished transfers for the notifications (one call per bridge wake-up)."""
+        for event in events:
+            if isinstance(event, FileFailed):
+                self.notifier.file_failed(event)
+            elif isinstance(event, FileSynced):
+                self.notifier.file_synced(event)
 
     @Slot(object)
     def _on_rows_changed(self, _changed: object) -> None:

@@ -42,7 +42,7 @@ class Recorder:
         self.threads: set[bool] = set()
         self.times: dict[str, list[float]] = {}
         for name in ("transfer_started", "transfer_stopped", "file_synced", "file_failed",
-                     "engine_state", "progress", "representations_changed", "totals"):
+                     "engine_state", "events", "progress", "representations_changed", "totals"):
             getattr(bridge, name).connect(self._make(name))
 
     def _make(self, name: str):
@@ -156,6 +156,18 @@ def test_no_synced_or_failed_event_is_lost_and_rows_are_coalesced(qtbot):
                                   rec.times["representations_changed"][1:], strict=False)]
     assert all(gap >= 0.19 for gap in gaps), gaps
     assert rec.all("totals")[-1].in_flight == 0
+    # The same events also arrive together, in order, a wake-up's worth per call: a
+    # busy window pays one slot call per batch, not per event.
+    batches = rec.all("events")
+    flat = [e for batch in batches for e in batch]
+    assert len(flat) == 4 * n and len(batches) < len(flat) / 10
+    seen_start = set()
+    for event in flat:
+        key = (event.repre_id, event.file_id)
+        if isinstance(event, TransferStarted):
+            seen_start.add(key)
+        else:
+            assert key in seen_start, event  # a file's end never precedes its start
     bridge.close()
 
 

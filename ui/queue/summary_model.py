@@ -337,18 +337,28 @@ class SummaryModel(QObject):
                       synced: bool) -> None:
         """A transfer ended: a synced file counts as whole until its row is re-read; a
         failed or stopped one drops back to what the store says."""
+        self.files_finished([(project, repre_id, file_id, target_site, synced)])
+
+    def files_finished(self, ended: Iterable[tuple[str, str, str, str, bool]]) -> None:
+        """:meth:`file_finished` for many transfers (project, repre_id, file_id,
+        target_site, synced) at once; each touched row is written once."""
         ctx = self._ctx
-        if ctx is None or project != ctx.project or repre_id not in self._index:
+        if ctx is None:
             return
-        side = ctx.side_of(target_site)
-        if side is None:
-            return
-        files = self._overlay.setdefault(repre_id, {})
-        if synced:
-            files.setdefault((side, file_id), [0.0, 0.0])[0] = 1.0
-        else:
-            files.pop((side, file_id), None)
-        self._show_progress({repre_id})
+        touched = set()
+        for project, repre_id, file_id, target_site, synced in ended:
+            if project != ctx.project or repre_id not in self._index:
+                continue
+            side = ctx.side_of(target_site)
+            if side is None:
+                continue
+            files = self._overlay.setdefault(repre_id, {})
+            if synced:
+                files.setdefault((side, file_id), [0.0, 0.0])[0] = 1.0
+            else:
+                files.pop((side, file_id), None)
+            touched.add(repre_id)
+        self._show_progress(touched)
 
     def side_progress(self, row: SummaryRow, side: str) -> float:
         """The store's mean progress of the side plus the live overlay's advance."""

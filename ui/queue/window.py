@@ -35,7 +35,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.errors import SiteSyncError
-from app.events.types import EngineStateChanged, FileFailed, FileSynced
+from app.events.types import EngineStateChanged, Event, FileFailed, FileSynced, TransferStopped
 from app.model import Status, SummaryRow
 from app.settings import ProjectSettings, Settings
 from app.store.base import Store
@@ -126,16 +126,12 @@ class SyncQueueWindow(QMainWindow):
         if bridge is not None:
             bridge.representations_changed.connect(self._representations_changed)
             bridge.progress.connect(self._progress)
-            bridge.file_synced.connect(self._file_synced)
-            bridge.file_failed.connect(self._file_failed)
+            bridge.events.connect(self._events)
             totals = getattr(bridge, "totals", None)
             if totals is not None:  # the running transfers, counted as the tray counts them
                 totals.connect(self._engine_totals)
             else:
                 bridge.engine_state.connect(self._engine_state)
-            stopped = getattr(bridge, "transfer_stopped", None)
-            if stopped is not None:
-                stopped.connect(self._file_failed)
         app = QApplication.instance()
         if app is not None:
             app.aboutToQuit.connect(self.shutdown)
@@ -660,13 +656,11 @@ class SyncQueueWindow(QMainWindow):
         for dialog in self._details:
             dialog.apply_progress(batch)
 
-    def _file_synced(self, event: FileSynced) -> None:
-        self.model.file_finished(event.project, event.repre_id, event.file_id, event.target_site,
-                                 synced=True)
-
-    def _file_failed(self, event: FileFailed) -> None:
-        self.model.file_finished(event.project, event.repre_id, event.file_id, event.target_site,
-                                 synced=False)
+    def _events(self, events: tuple[Event, ...]) -> None:
+        """Transfers that ended (one call per bridge wake-up, however many ended)."""
+        self.model.files_finished([
+            (e.project, e.repre_id, e.file_id, e.target_site, isinstance(e, FileSynced))
+            for e in events if isinstance(e, FileSynced | FileFailed | TransferStopped)])
 
     def _engine_state(self, event: EngineStateChanged) -> None:
         self._show_engine(event.state, event.message, event.in_flight)
