@@ -305,17 +305,31 @@ class _LocalReader(Reader):
     """Unbuffered reads straight from the file: the engine asks for 1–8 MiB at a time,
     so a Python buffer would only add a copy."""
 
-    def __init__(self, raw: Any, site: str, local: str) -> None:
+    def __init__(self, raw: Any, site: str, local: str, offset: int = 0) -> None:
         self._raw = raw
         self._site = site
         self._local = local
         self._opened = _version(os.fstat(raw.fileno()))
+        #: Bytes up to the size the file had when opened. Once read, the end is known
+        #: without one more read() (a system call per small file); a file that grew
+        #: meanwhile is caught by :meth:`changed`.
+        self._left = self._opened[0] - offset
+
+    @property
+    def size_when_opened(self) -> int:
+        return self._opened[0]
 
     def read(self, size: int) -> bytes:
+        if self._left <= 0:
+            return b""
         try:
-            return self._raw.read(size) or b""
+            data = self._raw.read(min(size, self._left)) or b""
         except OSError as exc:
             raise classify_oserror(exc, self._site, self._local, "reading") from exc
+        self._left -= len(data)
+        if not data:
+            self._left = 0
+        return data
 
     def close(self) -> None:
         self._raw.close()
@@ -345,6 +359,11 @@ class _LocalReader(Reader):
         if ctime != was_ctime:
             return "it was modified while being read"
         return None
+
+
+#: Files larger than this get a sequential read-ahead hint (a system call that buys
+#: nothing on a file read in one go).
+_READ_AHEAD_MIN_BYTES = 4 * 1024 * 1024
 
 
 def _version(info: os.stat_result) -> tuple[int, int, int]:
@@ -455,7 +474,8 @@ class _LocalWriter(Writer):
         }
         try:
             os.fsync(fd)
-            size = os.fstat(fd).st_size
+            info = os.fstat(fd)  # also the final file's: same inode, no write after it
+            size = info.st_size
             problems = []
             if size != expected_size:
                 problems.append(f"size {size} bytes, expected {expected_size}")
@@ -482,7 +502,6 @@ class _LocalWriter(Writer):
             self._close()
             if sync_folder:
                 _folder_sync.sync(os.path.dirname(self._final))
-            info = os.stat(self._final)
         except OSError as exc:
             self._discard()
             raise classify_oserror(exc, self._site, self._final, "writing") from exc
@@ -645,9 +664,8 @@ class LocalDriveProvider(Provider):
 
     def stat(self, rootless_path: str) -> RemoteFile | None:
         root, local = self._place(rootless_path)
-        present = self._check_real(root, local, rootless_path)
-        self._require_root(root)
-        if not present:
+        if not self._check_real(root, local, rootless_path):
+            self._require_root(root)  # missing from an unmounted root is not missing
             return None
         try:
             info = os.stat(local)
@@ -677,23 +695,28 @@ class LocalDriveProvider(Provider):
             if isinstance(exc, FileNotFoundError):
                 self._require_root(root)
             raise classify_oserror(exc, self.site, local, "reading") from exc
-        fadvise = getattr(os, "posix_fadvise", None)
-        if fadvise is not None:
-            with contextlib.suppress(OSError):  # larger read-ahead; a hint only
-                fadvise(raw.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
         try:
             if offset:
                 raw.seek(offset)
+            reader = _LocalReader(raw, self.site, local, offset)
         except OSError as exc:
             raw.close()
             raise classify_oserror(exc, self.site, local, "reading") from exc
-        return _LocalReader(raw, self.site, local)
+        fadvise = getattr(os, "posix_fadvise", None)
+        if fadvise is not None and reader.size_when_opened - offset > _READ_AHEAD_MIN_BYTES:
+            with contextlib.suppress(OSError):  # larger read-ahead; a hint only
+                fadvise(raw.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        return reader
 
     def open_writer(self, rootless_path: str, size: int, resume: bool = True) -> Writer:
         root, final = self._place(rootless_path)
-        self._require_root(root)
         folder = os.path.dirname(final)
-        if not self._check_real(root, folder, rootless_path):
+        if folder == root:
+            self._require_root(root)
+        elif not self._check_real(root, folder, rootless_path):
+            # Something is missing: never make the folders of an unmounted root (a folder
+            # that exists is below a root that does).
+            self._require_root(root)
             try:
                 os.makedirs(folder, exist_ok=True)  # mode 0o777 & ~umask
             except OSError as exc:
@@ -710,8 +733,7 @@ class LocalDriveProvider(Provider):
         except OSError as exc:
             raise classify_oserror(exc, self.site, part, "writing") from exc
         try:
-            self._lock(fd, part, final)
-            info = os.fstat(fd)
+            info = self._lock(fd, part, final)
             if not stat_mod.S_ISREG(info.st_mode):
                 raise PermanentError(
                     f"temporary name {part} on site '{self.site}' is not a regular file; remove it"
@@ -728,7 +750,8 @@ class LocalDriveProvider(Provider):
                     # Seed the running hash with the kept prefix so commit checks the whole
                     # file, including bytes a crash may have left unwritten.
                     _feed(fd, [hasher], offset)
-            os.lseek(fd, offset, os.SEEK_SET)
+            if offset or self._verify_reread:
+                os.lseek(fd, offset, os.SEEK_SET)  # a new descriptor is at 0 already
         except OSError as exc:
             os.close(fd)
             raise classify_oserror(exc, self.site, part, "writing") from exc
@@ -746,14 +769,15 @@ class LocalDriveProvider(Provider):
             verify_reread=self._verify_reread,
         )
 
-    def _lock(self, fd: int, part: str, final: str) -> None:
-        """Keep two writers (a double claim, two engines) off one part file.
+    def _lock(self, fd: int, part: str, final: str) -> os.stat_result:
+        """Keep two writers (a double claim, two engines) off one part file; returns the
+        locked file's fstat.
 
         Best effort: file systems without flock support (some NFS setups) just proceed,
         since the engine's claim is the real guard.
         """
         if fcntl is None:  # pragma: no cover - Windows
-            return
+            return os.fstat(fd)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
@@ -761,17 +785,19 @@ class LocalDriveProvider(Provider):
                 f"another transfer is writing {final} on site '{self.site}'; will retry"
             ) from exc
         except OSError:
-            return
+            return os.fstat(fd)
         # The holder we waited for may have renamed the part into place meanwhile; then our
         # fd is the final file and must not be written.
+        info = os.fstat(fd)
         try:
-            same = os.path.samestat(os.fstat(fd), os.stat(part, follow_symlinks=False))
+            same = os.path.samestat(info, os.stat(part, follow_symlinks=False))
         except FileNotFoundError:
             same = False
         if not same:
             raise TransientError(
                 f"another transfer just finished {final} on site '{self.site}'; will retry"
             )
+        return info
 
     def sync_committed(self, paths: Sequence[str]) -> None:
         """One fsync per folder for all of ``paths`` (the engine batches the files its

@@ -69,3 +69,26 @@ def test_reading_deleting_or_renaming_away_is_no_change(source, action):
         action(file)
         assert first + reader.read(1 << 20) == data  # the open file still gives one version
         assert reader.changed() is None
+
+
+def test_the_reader_ends_at_the_size_it_opened_and_a_file_grown_since_is_a_change(source):
+    provider, file = source
+    data = file.read_bytes()
+    reader = provider.open_reader(PATH)
+    first = reader.read(4000)
+    _append(file)
+    rest = b"".join(iter(lambda: reader.read(1 << 20), b""))
+    assert first + rest == data  # the bytes of the size it had when opened, no more
+    assert reader.read(10) == b""
+    assert "modified" in reader.changed()
+    reader.close()
+
+
+def test_a_file_shrunk_while_read_ends_short(source):
+    provider, file = source
+    reader = provider.open_reader(PATH, offset=1000)
+    os.truncate(file, 3000)
+    got = b"".join(iter(lambda: reader.read(1 << 20), b""))
+    assert len(got) == 2000  # the transfer then sees fewer bytes than published
+    assert reader.changed() is not None
+    reader.close()
