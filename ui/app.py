@@ -4,6 +4,10 @@ Order matters: without a display Qt would abort the process (rc 134), so that is
 before a QApplication exists; a second launch must show the first one's window even when
 there is no tray; and without a tray host the user is told to run `sitesync serve`
 instead (exit code 2, like every settings/usage problem).
+
+The GUI thread's asyncio loop is qasync's, installed before the tray exists, so
+``app.exec()`` runs asyncio work and Qt events alike (ui/event_loop.py); it is closed
+after the Qt loop ends.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from app.errors import ConfigError
 from app.events.bus import EventBus
 from app.logs import log_to_file
 from app.settings import load_settings
+from ui.event_loop import close_gui_loop, gui_loop
 from ui.icons import app_icon
 from ui.single_instance import SingleInstance
 from ui.tray import TrayController
@@ -102,6 +107,7 @@ def run_tray(config: str | None = None, *, debug: bool = False, create_demo: boo
             print(f"sitesync: error: settings problem: {exc}", file=sys.stderr, flush=True)
             return 2
         log_to_file("tray.log", debug=debug, max_bytes=1_000_000, backups=3)
+        gui_loop()
         controller = TrayController(settings, bus=EventBus())
         instance.show_requested.connect(controller.open_queue)
         controller.finished.connect(app.quit)
@@ -113,6 +119,7 @@ def run_tray(config: str | None = None, *, debug: bool = False, create_demo: boo
         print(f"SiteSync is running in the system tray (settings: {settings.path}).", flush=True)
         return app.exec()
     finally:
+        close_gui_loop()
         instance.release()
 
 

@@ -26,6 +26,17 @@ from app.store.sqlite import SqliteStore
 LOCAL_ID = "artist-one"
 
 
+@pytest.fixture(scope="package", autouse=True)
+def _gui_loop(qapp):
+    """asyncio on Qt's loop, as in the app (ui/event_loop.py): TaskRunner's tasks resume
+    whenever Qt processes events, qtbot's waits included. Closed after the UI tests, so no
+    loop stays registered as running in the main thread for the other tests."""
+    from ui.event_loop import close_gui_loop, gui_loop
+
+    yield gui_loop()
+    close_gui_loop()
+
+
 @pytest.fixture(autouse=True)
 def _always_qapp(qapp):
     """Every UI test gets the QApplication first: touching Qt before it exists crashes."""

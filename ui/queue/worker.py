@@ -1,36 +1,40 @@
-"""Runs store calls off the GUI thread and hands the results back to it.
+"""Runs store calls off the GUI thread and hands the results back to it, with asyncio.
 
 The Sync Queue must never wait on the database: a summary page of a big project takes a
-second or more, and a remote MongoDB can stall for its whole timeout. So every store call
-goes through :class:`TaskRunner`, which runs it on a small :class:`QThreadPool` and calls
-the result callback later in the GUI thread.
+second or more, and a remote MongoDB can stall for its whole timeout. Every store call
+(pymongo, sqlite3, paramiko and googleapiclient all block) therefore goes through
+:class:`TaskRunner`: ``loop.run_in_executor`` starts it on a small bounded thread pool,
+and an asyncio task on the GUI thread's loop awaits it and calls the result callback.
+That loop is qasync's, which is Qt's own (:mod:`ui.event_loop`), so the task resumes in
+the GUI thread in the order the answers come in, with no hand-written signal hop (the
+hop PySide6 gets wrong for lambdas: it runs them in the emitting pool thread, qt-tray.md
+pitfall 1); and an asyncio future can be cancelled, which is what superseding needs.
 
 *Channels* make stale answers harmless: submitting on a channel supersedes the earlier
-task on it, whose result is then dropped (and which is skipped if it has not started
-yet). Typing in the filter box therefore costs one query for the final text, and an old
-page can never overwrite a newer one.
+task on it, whose asyncio task is cancelled: its answer is dropped, and the cancel
+reaches the executor's future, so a call that has not started yet never runs (a flag the
+pool thread checks closes the gap until the cancel gets there). Typing in the filter box
+therefore costs one query for the final text, and an old page can never overwrite a
+newer one.
 
-Delivery goes through a signal of this GUI-thread object connected to its own bound
-method, because PySide6 runs lambdas connected to a foreign thread's signal in that
-foreign thread (qt-tray.md, pitfall 1).
-
-Why threads and not qasync coroutines: every store and provider call is blocking
-(pymongo, sqlite3, paramiko, googleapiclient), so a coroutine would only wrap
-``run_in_executor`` around the same thread pool; what the window needs on top of that
-(superseded answers dropped per channel, a bounded pool shut down before the store
-closes) is what this class adds.
+:meth:`TaskRunner.shutdown` (before the store closes) starts no further call and waits,
+bounded, for the running ones to end, so none runs on a closed store.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
-from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal, Slot
+from PySide6.QtCore import QObject, Signal
+
+from ui.event_loop import gui_loop
 
 __all__ = ["TaskRunner"]
 
@@ -38,61 +42,43 @@ _log = logging.getLogger(__name__)
 
 
 @dataclass
-class _Task:
+class _Call:
+    """One submitted call, as the GUI thread tracks it."""
+
     channel: str | None
-    on_result: Callable[[Any], None]
-    on_error: Callable[[BaseException], None] | None
-
-
-class _Skipped:
-    """Result of a task superseded before it started."""
-
-
-class _Runnable(QRunnable):
-    def __init__(self, runner: TaskRunner, task_id: int, fn: Callable[[], Any]) -> None:
-        super().__init__()
-        self._runner = runner
-        self._task_id = task_id
-        self._fn = fn
-
-    def run(self) -> None:
-        runner = self._runner
-        if runner.superseded(self._task_id):
-            runner.deliver(self._task_id, True, _Skipped())
-            return
-        try:
-            result = self._fn()
-        except Exception as exc:  # handed to the GUI thread, never lost
-            runner.deliver(self._task_id, False, exc)
-            return
-        runner.deliver(self._task_id, True, result)
+    #: Set (under the runner's lock) when superseded or shut down: the pool thread
+    #: then does not start it.
+    dropped: bool = False
+    future: asyncio.Future[Any] | None = None
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
 class TaskRunner(QObject):
-    """Runs callables on its own thread pool; see the module docstring.
+    """Runs callables on its own bounded thread pool; see the module docstring.
 
     ``error`` carries the text of failures that have no ``on_error`` callback, so the
     window can show them in its status bar instead of losing them.
     """
 
     error = Signal(str)
-    _done = Signal(int, bool, object)
 
     def __init__(self, parent: QObject | None = None, max_threads: int = 3) -> None:
         super().__init__(parent)
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(max_threads)
+        self._loop = gui_loop()
+        self._pool = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="sitesync-ui")
         self._ids = itertools.count(1)
-        self._lock = threading.Lock()
-        self._tasks: dict[int, _Task] = {}
-        self._latest: dict[str, int] = {}
+        self._calls: dict[int, _Call] = {}  # GUI thread only
+        self._latest: dict[str, int] = {}  # GUI thread only
+        self._lock = threading.Condition()  # guards the fields below and _Call.dropped
+        self._running = 0
         self._closed = False
-        self._done.connect(self._deliver, Qt.ConnectionType.QueuedConnection)
 
     @property
     def pending(self) -> int:
-        """Tasks submitted whose callback has not run yet (tests wait for 0)."""
-        return len(self._tasks)
+        """Calls whose callback has not run yet, plus superseded ones still running
+        (tests wait for 0: then nothing of this runner touches the store)."""
+        with self._lock:
+            return len(self._calls) + self._running
 
     def submit(
         self,
@@ -107,62 +93,82 @@ class TaskRunner(QObject):
         with self._lock:
             if self._closed:
                 return task_id
-            if channel is not None:
-                self._latest[channel] = task_id
-            self._tasks[task_id] = _Task(channel, on_result, on_error)
-        self._pool.start(_Runnable(self, task_id, fn))
+        if channel is not None:
+            self.supersede(channel)
+            self._latest[channel] = task_id
+        call = _Call(channel)
+        # Started here, not in the task, so the call is under way before the GUI thread
+        # next processes events.
+        call.future = self._loop.run_in_executor(self._pool, self._call, call, fn)
+        call.task = self._loop.create_task(self._answer(task_id, call, on_result, on_error))
+        self._calls[task_id] = call
         return task_id
 
     def supersede(self, channel: str) -> None:
         """Drop whatever is pending on ``channel`` (e.g. a page of a project left)."""
-        with self._lock:
-            self._latest[channel] = next(self._ids)
-
-    def superseded(self, task_id: int) -> bool:
-        """True if a later task took this task's channel (callable from any thread)."""
-        with self._lock:
-            if self._closed:
-                return True
-            task = self._tasks.get(task_id)
-            if task is None or task.channel is None:
-                return False
-            return self._latest.get(task.channel) != task_id
-
-    def deliver(self, task_id: int, ok: bool, value: object) -> None:
-        """Called on a pool thread; queues the result for the GUI thread."""
-        with self._lock:
-            if self._closed:
-                return
-        self._done.emit(task_id, ok, value)
+        task_id = self._latest.pop(channel, None)
+        call = self._calls.pop(task_id, None) if task_id is not None else None
+        if call is not None:
+            self._drop([call])
 
     def wait_idle(self, timeout_ms: int = 30_000) -> bool:
-        """Block until the pool has no running task (for shutdown and benchmarks)."""
-        return self._pool.waitForDone(timeout_ms)
+        """Block until no call of this runner is running (for shutdown and benchmarks)."""
+        with self._lock:
+            return self._lock.wait_for(lambda: self._running == 0, timeout_ms / 1000)
 
     def shutdown(self, timeout_ms: int = 30_000) -> None:
-        """Stop delivering, drop queued tasks and wait for running ones to end."""
+        """Stop delivering, drop queued calls and wait for running ones to end."""
         with self._lock:
             self._closed = True
-        self._pool.clear()
-        self._pool.waitForDone(timeout_ms)
-        self._tasks.clear()
+        calls = list(self._calls.values())
+        self._calls.clear()
+        self._latest.clear()
+        self._drop(calls)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.wait_idle(timeout_ms)
 
-    @Slot(int, bool, object)
-    def _deliver(self, task_id: int, ok: bool, value: object) -> None:
+    def _drop(self, calls: list[_Call]) -> None:
         with self._lock:
-            task = self._tasks.pop(task_id, None)
-            stale = task is not None and task.channel is not None and (
-                self._latest.get(task.channel) != task_id)
-        if task is None or stale or isinstance(value, _Skipped):
-            return  # superseded: a newer answer is on its way
+            for call in calls:
+                call.dropped = True
+        for call in calls:
+            assert call.future is not None and call.task is not None
+            call.future.cancel()  # reaches the executor's future: not started, never runs
+            call.task.cancel()
+
+    def _call(self, call: _Call, fn: Callable[[], Any]) -> Any:
+        """Runs on a pool thread."""
+        with self._lock:
+            if call.dropped or self._closed:
+                return None  # superseded before it started; its task is cancelled
+            self._running += 1
         try:
-            if ok:
-                task.on_result(value)
-            elif task.on_error is not None:
-                task.on_error(value)  # type: ignore[arg-type]
+            return fn()
+        finally:
+            with self._lock:
+                self._running -= 1
+                self._lock.notify_all()
+
+    async def _answer(self, task_id: int, call: _Call, on_result: Callable[[Any], None],
+                      on_error: Callable[[BaseException], None] | None) -> None:
+        """Runs on the GUI thread: awaits the call and hands its answer on (a superseded
+        call's task is cancelled at the ``await``)."""
+        assert call.future is not None
+        try:
+            value, failure = await call.future, None
+        except Exception as exc:  # handed to the callback or the error signal, never lost
+            value, failure = None, exc
+        self._calls.pop(task_id, None)
+        if call.channel is not None and self._latest.get(call.channel) == task_id:
+            del self._latest[call.channel]  # a submit from the callback must not cancel us
+        try:
+            if failure is None:
+                on_result(value)
+            elif on_error is not None:
+                on_error(failure)
             else:
-                _log.warning("background task failed: %s", value)
-                self.error.emit(str(value) or type(value).__name__)
+                _log.warning("background task failed: %s", failure)
+                self.error.emit(str(failure) or type(failure).__name__)
         except Exception as exc:
             # A callback bug must not take the window down; say so where the user looks.
             _log.exception("handling the result of a background task")

@@ -1,10 +1,15 @@
-"""TaskRunner: work runs off the GUI thread, answers come back on it, stale ones are dropped."""
+"""TaskRunner: work runs off the GUI thread, answers come back on it (as asyncio tasks on Qt's
+loop), stale ones are dropped and superseded ones that have not started never run."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
+import qasync
+
 from app.errors import StoreUnavailableError
+from ui.queue.worker import TaskRunner
 
 WAIT = 15_000  # ms; CI machines are shared and slow
 
@@ -79,3 +84,34 @@ def test_shutdown_waits_and_then_delivers_nothing(qtbot, runner):
     runner.submit(lambda: "after", got.append)
     qtbot.wait(50)
     assert got == []
+
+
+def test_a_superseded_call_that_has_not_started_never_runs(qtbot, qapp):
+    one_thread = TaskRunner(max_threads=1)
+    gate = threading.Event()
+    ran, got = [], []
+    try:
+        one_thread.submit(lambda: gate.wait(5), got.append)  # holds the only thread
+        one_thread.submit(lambda: ran.append("old") or "old", got.append, channel="page")
+        one_thread.submit(lambda: ran.append("new") or "new", got.append, channel="page")
+        gate.set()
+        qtbot.waitUntil(lambda: one_thread.pending == 0, timeout=WAIT)
+        assert ran == ["new"]
+        assert got == [True, "new"]
+    finally:
+        one_thread.shutdown()
+
+
+def test_answers_come_from_an_asyncio_task_on_the_qt_loop(qtbot, runner):
+    seen = {}
+
+    def done(value):
+        seen["loop"] = asyncio.get_running_loop()
+        seen["task"] = asyncio.current_task()
+        seen["value"] = value
+
+    runner.submit(lambda: threading.current_thread().name, done)
+    qtbot.waitUntil(lambda: "value" in seen, timeout=WAIT)
+    assert isinstance(seen["loop"], qasync.QEventLoop)
+    assert seen["task"] is not None
+    assert seen["value"].startswith("sitesync-ui")  # the runner's own bounded pool
