@@ -414,6 +414,14 @@ class _LocalWriter(Writer):
         self._fd: int | None = fd
         self._hasher = hasher
         self._verify_reread = verify_reread
+        #: SHA-256 of the bytes handed to write(), vouched for by the caller (see
+        #: :meth:`stream_hashed_by_caller`) instead of computed again here.
+        self._caller_hashes = False
+
+    def stream_hashed_by_caller(self) -> None:
+        if self.offset == 0 and self._hasher is not None:
+            self._hasher = None
+            self._caller_hashes = True
 
     def _open_fd(self) -> int:
         if self._fd is None:
@@ -443,11 +451,17 @@ class _LocalWriter(Writer):
         with contextlib.suppress(OSError):
             os.unlink(self._part)
 
-    def _our_hashes(self, fd: int, wanted: set[str]) -> dict[str, str]:
+    def _our_hashes(self, fd: int, wanted: Mapping[str, str]) -> dict[str, str]:
+        """Our side's hash for each algorithm in ``wanted`` (name -> expected digest)."""
         reread = set(wanted)
         got: dict[str, str] = {}
         if self._hasher is not None:
             got[CHECKSUM_ALGORITHM] = self._hasher.hexdigest()
+            reread.discard(CHECKSUM_ALGORITHM)
+        elif self._caller_hashes and CHECKSUM_ALGORITHM in wanted:
+            # The digest of exactly the bytes written, taken by the caller as it wrote
+            # them: what the running hash would have found (the size is checked above).
+            got[CHECKSUM_ALGORITHM] = wanted[CHECKSUM_ALGORITHM]
             reread.discard(CHECKSUM_ALGORITHM)
         else:
             reread.add(CHECKSUM_ALGORITHM)
@@ -481,7 +495,7 @@ class _LocalWriter(Writer):
                 problems.append(f"size {size} bytes, expected {expected_size}")
                 got = {}
             else:
-                got = self._our_hashes(fd, set(wanted))
+                got = self._our_hashes(fd, wanted)
                 problems += [
                     f"{name} {got[name]}, expected {value}"
                     for name, value in sorted(wanted.items())

@@ -208,6 +208,48 @@ def test_corrupted_kept_prefix_fails_verification_and_is_discarded(provider, roo
     assert os.listdir(root) == []
 
 
+def test_a_caller_that_hashes_the_stream_spares_the_running_hash_not_the_checks(provider, root):
+    data = os.urandom(300_000)
+    writer = provider.open_writer("{root[work]}/h.bin", len(data))
+    writer.stream_hashed_by_caller()
+    writer.write(data)
+    assert writer.commit(len(data), _sha(data)).hashes == _sha(data)
+    assert (root / "h.bin").read_bytes() == data
+    # The size on disk is still checked: a short write is caught.
+    writer = provider.open_writer("{root[work]}/short.bin", len(data))
+    writer.stream_hashed_by_caller()
+    writer.write(data[:-1])
+    with pytest.raises(TransientError, match=r"verification failed.*size"):
+        writer.commit(len(data), _sha(data))
+    assert not (root / "short.bin").exists()
+
+
+def test_a_resumed_write_keeps_hashing_its_kept_prefix(provider, root):
+    data = os.urandom(2 << 20)
+    writer = provider.open_writer("{root[work]}/k.bin", len(data))
+    writer.write(data[: 1 << 20])
+    writer.abort(keep_partial=True)
+    with (root / f".k.bin{PART_SUFFIX}").open("r+b") as f:
+        f.write(b"\0" * 10)  # the kept bytes went bad
+    writer = provider.open_writer("{root[work]}/k.bin", len(data))
+    writer.stream_hashed_by_caller()  # only for fresh writes: ignored here
+    writer.write(data[writer.offset :])
+    with pytest.raises(TransientError, match=r"verification failed.*sha256"):
+        writer.commit(len(data), _sha(data))
+
+
+def test_reread_mode_reads_back_even_when_the_caller_hashes(root):
+    provider = LocalDriveProvider(SITE, {"root": {"work": str(root)}, "verify_reread": True})
+    data = os.urandom(100_000)
+    writer = provider.open_writer("{root[work]}/w.bin", len(data))
+    writer.stream_hashed_by_caller()
+    writer.write(data)
+    with (root / f".w.bin{PART_SUFFIX}").open("r+b") as f:  # changed behind our back
+        f.write(b"!")
+    with pytest.raises(TransientError, match="verification failed"):
+        writer.commit(len(data), _sha(data))
+
+
 def test_a_part_longer_than_the_file_is_not_resumed(provider, root):
     (root / f".s.bin{PART_SUFFIX}").write_bytes(b"y" * 100)
     writer = provider.open_writer("{root[work]}/s.bin", 10)
