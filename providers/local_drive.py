@@ -387,6 +387,9 @@ class _LocalWriter(Writer):
       from the page cache, 1.46 s with the cache dropped first (this VM's disk is cached
       by its host); the commit itself, the serial tail after the last byte, takes 0.37 s
       vs 1.18 s. The running hash also overlaps with the source's reads in the engine.
+      When the engine says it hashes every byte it writes (``stream_hashed_by_caller``,
+      fresh writes only), that digest stands in for the running hash: the same bytes of
+      the same buffers, hashed once instead of twice.
     * ``True``: after fsync, drop the file's cached pages (``POSIX_FADV_DONTNEED``) and
       hash the file as read back. On a NAS this reads what the server stored, which is
       worth the extra pass when the network path is not trusted.
