@@ -180,7 +180,8 @@ def main() -> None:
                 paths = _write_large(src, args.large_mib)
             total = sum(p.stat().st_size for p in paths)
             results = [
-                ("SiteSync (sha256 verified, DB recorded)", run_sitesync(tmp, src, paths, args.workers)),
+                ("SiteSync (sha256 verified, fsync'd, DB recorded)",
+                 run_sitesync(tmp, src, paths, args.workers)),
                 ("rclone copy", run_rclone(tmp, src, args.workers, checksum=False)),
                 ("rclone copy --checksum", run_rclone(tmp, src, args.workers, checksum=True)),
                 ("rclone copy, then fsync (durable)",
