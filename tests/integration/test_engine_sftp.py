@@ -90,6 +90,12 @@ def _check_copies(env: SyncEnv, repre_id: str) -> None:
     assert env.part_files() == []
 
 
+#: The SFTP site's bandwidth limit in the tests that cut a transfer part-way: a 24 MiB
+#: file then takes seconds, so the cut (on a progress event, at most every 0.1 s) comes
+#: while bytes are still to move, however fast the machine copies.
+PACE = "8M"
+
+
 def _cut_once(env: SyncEnv, action, after_bytes: int = 2 * MiB) -> threading.Event:
     """Run ``action`` once, from the worker thread, when a transfer is under way."""
     done = threading.Event()
@@ -136,7 +142,7 @@ def test_a_server_with_one_session_per_connection_syncs_both_ways(make_env, sshd
 @pytest.mark.slow
 @pytest.mark.parametrize("direction", ["upload", "download"])
 def test_a_cut_connection_mid_transfer_resumes_without_a_failed_try(make_env, sshd, direction):
-    env = make_env()
+    env = make_env(bwlimit=PACE)
     on = STUDIO if direction == "upload" else REMOTE
     repre_id = _publish(env, sshd, on, "cut", files=1, size=24 * MiB)
     engine = env.engine()
@@ -160,7 +166,7 @@ def test_server_restart_mid_transfer_resumes_from_the_partial_file(make_env, ssh
     # SFTP request window); with the default depth a loaded machine could have fetched the
     # whole file before the cut. One chunk ahead keeps the cut in the middle of the bytes.
     monkeypatch.setattr(transfer, "PIPELINE_DEPTH", 1)
-    env = make_env()
+    env = make_env(bwlimit=PACE)
     on = STUDIO if direction == "upload" else REMOTE
     repre_id = _publish(env, sshd, on, "restart", files=1, size=24 * MiB)
     engine = env.engine()
@@ -196,7 +202,7 @@ def test_server_restart_mid_transfer_resumes_from_the_partial_file(make_env, ssh
 
 @pytest.mark.slow
 def test_pausing_mid_upload_keeps_the_part_on_the_server_and_resumes(make_env, sshd):
-    env = make_env(sftp_stall_timeout_s=30)
+    env = make_env(sftp_stall_timeout_s=30, bwlimit=PACE)
     repre_id = _publish(env, sshd, STUDIO, "paused", files=1, size=24 * MiB)
     engine = env.engine()
     frozen: list[int] = []
@@ -208,7 +214,9 @@ def test_pausing_mid_upload_keeps_the_part_on_the_server_and_resumes(make_env, s
         threading.Thread(target=engine.pause_representation,
                          args=("demo", repre_id, REMOTE), daemon=True).start()
 
-    _cut_once(env, pause_on_a_stuck_server)
+    # Well past the write window (about 4 MiB of requests in flight), so the server has
+    # confirmed part of the file when it freezes.
+    _cut_once(env, pause_on_a_stuck_server, after_bytes=8 * MiB)
     engine.start()
     try:
         env.wait_for(lambda: frozen and engine.in_flight == 0, timeout=10)
