@@ -472,20 +472,26 @@ _IDS_FILTER = """
 """
 
 
-#: One summary row per representation: its files with the entries of the active (``a``)
-#: and remote (``b``) sites, aggregated; callers add the WHERE and GROUP BY.
-_PER_REPRE_SELECT = f"""\
+def _per_repre_select(representations: str = "representations AS r") -> str:
+    """One summary row per representation: its files with the entries of the active
+    (``a``) and remote (``b``) sites, aggregated; callers add the WHERE and GROUP BY.
+    ``representations`` is the FROM source that names the rows ``r`` (the page-first
+    query joins a picked page of seqs)."""
+    return f"""\
     SELECT r.seq AS seq, r.id AS id, r.asset AS asset, r.subset AS subset,
            r.version AS version, r.representation AS representation,
            COUNT(*) AS files_count, COALESCE(SUM(f.size), 0) AS size,
            MAX(COALESCE(a.priority, b.priority, :default_priority)) AS priority,
            {_side_aggregates_sql("a")},
            {_side_aggregates_sql("b")}
-    FROM representations AS r
+    FROM {representations}
     JOIN files AS f ON f.repre_seq = r.seq
     LEFT JOIN file_sites AS a ON a.file_seq = f.seq AND a.site = :active
     LEFT JOIN file_sites AS b ON b.file_seq = f.seq AND b.site = :remote
 """
+
+
+_PER_REPRE_SELECT = _per_repre_select()
 
 
 def _summary_sql(
@@ -694,17 +700,7 @@ WITH picked AS MATERIALIZED (
     LIMIT :limit OFFSET :offset
 ),
 page AS (
-    SELECT r.seq AS seq, r.id AS id, r.asset AS asset, r.subset AS subset,
-           r.version AS version, r.representation AS representation,
-           COUNT(*) AS files_count, COALESCE(SUM(f.size), 0) AS size,
-           MAX(COALESCE(a.priority, b.priority, :default_priority)) AS priority,
-           {_side_aggregates_sql("a")},
-           {_side_aggregates_sql("b")}
-    FROM picked JOIN representations AS r ON r.seq = picked.seq
-    JOIN files AS f ON f.repre_seq = r.seq
-    LEFT JOIN file_sites AS a ON a.file_seq = f.seq AND a.site = :active
-    LEFT JOIN file_sites AS b ON b.file_seq = f.seq AND b.site = :remote
-    GROUP BY r.seq
+{_per_repre_select("picked JOIN representations AS r ON r.seq = picked.seq")}    GROUP BY r.seq
 )
 SELECT {f"(SELECT COUNT(*) FROM representations AS r WHERE {where})" if text_filter else "NULL"}
            AS total,
