@@ -46,6 +46,10 @@ PART_SUFFIX = ".sitesync-part"
 #: Read size for hashing (matches the engine's 1–8 MiB transfer chunks).
 _HASH_CHUNK = 8 << 20
 _NAME_MAX = 255
+#: Write-behind window of the local writer (see _LocalWriter). 4, 8 and 16 MiB measured
+#: alike; 2 MiB (a call per engine chunk, without the drop-behind) barely beat none.
+_WRITE_BEHIND_BYTES = 8 << 20
+_FADVISE = getattr(os, "posix_fadvise", None)
 
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_BINARY = getattr(os, "O_BINARY", 0)
@@ -197,10 +201,16 @@ def _hash_fd(fd: int, algorithms: set[str]) -> dict[str, str]:
 def _drop_cache(fd: int) -> None:
     """Ask the kernel to forget the file's cached pages so the next read comes from the
     disk, or for NFS/SMB from the server. Best effort: not every platform has it."""
-    fadvise = getattr(os, "posix_fadvise", None)
-    if fadvise is not None:
+    _advise_dontneed(fd, 0, 0)
+
+
+def _advise_dontneed(fd: int, offset: int, length: int) -> None:
+    """``POSIX_FADV_DONTNEED`` on a byte range (0, 0: the whole file): Linux queues the
+    range's dirty pages for write-back and drops its clean ones. A hint: where the
+    platform lacks it or refuses, nothing happens."""
+    if _FADVISE is not None:
         with contextlib.suppress(OSError):
-            fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            _FADVISE(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
 
 def _fsync_dir(directory: str) -> None:
@@ -395,6 +405,21 @@ class _LocalWriter(Writer):
       worth the extra pass when the network path is not trusted.
 
     Algorithms other than SHA-256 (e.g. "md5") are computed by a re-read either way.
+
+    Write-behind: every ``_WRITE_BEHIND_BYTES`` written, the writer asks the kernel to
+    start writing that window to the disk now and to drop the window before it from
+    the page cache (both with ``POSIX_FADV_DONTNEED``: dirty pages are queued for
+    write-back, clean ones dropped); after the commit's fsync, what is left of a file
+    that large is dropped too. Without it a 1 GiB copy sits dirty in the page cache
+    until the final fsync: the kernel throttles the writer once dirty pages pass
+    ``vm.dirty_ratio``, reclaims other pages to hold them, and the fsync then writes the
+    whole file while nothing else happens. With it the disk writes while the copy goes
+    on, the fsync waits for the last window only, and an artist's working set stays
+    cached while a plate arrives. Measured, 1 GiB between two folders (2-CPU VM, ext4,
+    alternating rounds): 311-431 MiB/s without, 851-1,357 MiB/s with 8 MiB windows and
+    the drop-behind (315-1,304 MiB/s, erratic, with write-back started but nothing
+    dropped); rclone copy plus an fsync ran at 314-359 MiB/s in the same rounds. Smaller files never reach
+    a window and make no extra system call.
     """
 
     def __init__(
@@ -420,6 +445,11 @@ class _LocalWriter(Writer):
         #: SHA-256 of the bytes handed to write(), vouched for by the caller (see
         #: :meth:`stream_hashed_by_caller`) instead of computed again here.
         self._caller_hashes = False
+        #: Write-behind positions (absolute): the end of the bytes written; where the
+        #: window not yet handed to write-back starts; where the previous window starts.
+        self._end = offset
+        self._window = offset
+        self._behind = offset
 
     def stream_hashed_by_caller(self) -> None:
         if self.offset == 0 and self._hasher is not None:
@@ -442,6 +472,17 @@ class _LocalWriter(Writer):
             raise classify_oserror(exc, self._site, self._final, "writing") from exc
         if self._hasher is not None:
             self._hasher.update(data)
+        self._end += len(data)
+        if self._end - self._window >= _WRITE_BEHIND_BYTES:
+            self._write_behind(fd)
+
+    def _write_behind(self, fd: int) -> None:
+        """Start write-back of the window just filled and drop the one before it, whose
+        write-back has had a window's time to finish (see the class docstring)."""
+        _advise_dontneed(fd, self._window, self._end - self._window)
+        if self._window > self._behind:
+            _advise_dontneed(fd, self._behind, self._window - self._behind)
+        self._behind, self._window = self._window, self._end
 
     def _close(self) -> None:
         fd, self._fd = self._fd, None
@@ -516,6 +557,9 @@ class _LocalWriter(Writer):
             # POSIX: rename while still holding the lock, so a second writer that opens
             # the part name afterwards gets a new file rather than our (final) inode.
             os.replace(self._part, self._final)
+            if self._window > self._behind:
+                # Written behind: every page is clean after fsync, drop the rest too.
+                _advise_dontneed(fd, 0, 0)
             self._close()
             if sync_folder:
                 _folder_sync.sync(os.path.dirname(self._final))
@@ -719,10 +763,9 @@ class LocalDriveProvider(Provider):
         except OSError as exc:
             raw.close()
             raise classify_oserror(exc, self.site, local, "reading") from exc
-        fadvise = getattr(os, "posix_fadvise", None)
-        if fadvise is not None and reader.size_when_opened - offset > _READ_AHEAD_MIN_BYTES:
+        if _FADVISE is not None and reader.size_when_opened - offset > _READ_AHEAD_MIN_BYTES:
             with contextlib.suppress(OSError):  # larger read-ahead; a hint only
-                fadvise(raw.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+                _FADVISE(raw.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
         return reader
 
     def open_writer(self, rootless_path: str, size: int, resume: bool = True) -> Writer:

@@ -238,6 +238,83 @@ def test_a_resumed_write_keeps_hashing_its_kept_prefix(provider, root):
         writer.commit(len(data), _sha(data))
 
 
+def _cached_bytes(path: Path) -> int:
+    """How many bytes of ``path`` are in the page cache (mincore on a mapping of it)."""
+    import ctypes
+    import mmap
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    size = path.stat().st_size
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        address = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        assert address not in (None, ctypes.c_void_p(-1).value), os.strerror(ctypes.get_errno())
+        try:
+            pages = (ctypes.c_ubyte * -(-size // mmap.PAGESIZE))()
+            assert libc.mincore(address, size, pages) == 0, os.strerror(ctypes.get_errno())
+            return sum(page & 1 for page in pages) * mmap.PAGESIZE
+        finally:
+            libc.munmap(address, size)
+    finally:
+        os.close(fd)
+
+
+def _write_in_chunks(writer, data: bytes, chunk: int = 2 << 20) -> None:
+    for start in range(0, len(data), chunk):
+        writer.write(data[start : start + chunk])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mincore is Linux's")
+@pytest.mark.parametrize("kept", [0, 5 << 20], ids=["fresh", "resumed"])
+def test_a_large_copy_does_not_stay_in_the_page_cache(provider, root, tmp_path, kept):
+    data = os.urandom(40 << 20)
+    plain = tmp_path / "plain.bin"
+    with plain.open("wb") as stream:  # how a copy without write-behind leaves the cache
+        stream.write(data)
+        stream.flush()
+        os.fsync(stream.fileno())
+    assert _cached_bytes(plain) > len(data) // 2
+    if kept:
+        writer = provider.open_writer("{root[work]}/plate.mov", len(data))
+        writer.write(data[:kept])
+        writer.abort(keep_partial=True)
+    writer = provider.open_writer("{root[work]}/plate.mov", len(data))
+    assert writer.offset == kept
+    _write_in_chunks(writer, data[kept:])
+    writer.commit(len(data), _sha(data))
+    final = root / "plate.mov"
+    assert _cached_bytes(final) < 1 << 20
+    assert hashlib.sha256(final.read_bytes()).digest() == hashlib.sha256(data).digest()
+
+
+def test_write_behind_windows_follow_the_bytes_written(provider, root, monkeypatch):
+    calls: list[tuple[int, int]] = []
+    monkeypatch.setattr(local_drive, "_FADVISE",
+                        lambda fd, offset, length, advice: calls.append((offset, length)))
+    mib = 1 << 20
+    small = os.urandom(3 * mib)
+    writer = provider.open_writer("{root[work]}/small.bin", len(small))
+    _write_in_chunks(writer, small)
+    writer.commit(len(small), _sha(small))
+    assert calls == []  # below one window: not one extra system call
+    data = os.urandom(21 * mib)
+    writer = provider.open_writer("{root[work]}/big.bin", len(data))
+    writer.write(data[: 3 * mib])
+    writer.abort(keep_partial=True)
+    writer = provider.open_writer("{root[work]}/big.bin", len(data))
+    _write_in_chunks(writer, data[3 * mib :])
+    writer.commit(len(data), _sha(data))
+    # Windows start where the resumed write did; each drops the one before; the commit
+    # drops the whole file.
+    assert calls == [(3 * mib, 8 * mib), (11 * mib, 8 * mib), (3 * mib, 8 * mib), (0, 0)]
+    assert (root / "big.bin").read_bytes() == data
+
+
 def test_reread_mode_reads_back_even_when_the_caller_hashes(root):
     provider = LocalDriveProvider(SITE, {"root": {"work": str(root)}, "verify_reread": True})
     data = os.urandom(100_000)
