@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import functools
 import hashlib
 import os
 import stat as stat_mod
@@ -50,6 +51,8 @@ _NAME_MAX = 255
 #: alike; 2 MiB (a call per engine chunk, without the drop-behind) barely beat none.
 _WRITE_BEHIND_BYTES = 8 << 20
 _FADVISE = getattr(os, "posix_fadvise", None)
+#: Paths whose lexical placement each provider remembers (a few frames' worth per worker).
+_PLACE_CACHE = 1024
 
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_BINARY = getattr(os, "O_BINARY", 0)
@@ -642,6 +645,11 @@ class LocalDriveProvider(Provider):
                 fix="set it to true or false",
             )
         self._verify_reread = verify
+        # The lexical part of placing a path depends only on it and the roots, which never
+        # change: a transfer places its target twice (the conflict look, the writer), and
+        # the checks cost more than the copy of a small frame. Symlinks are checked anew
+        # every time (_check_real).
+        self._place = functools.lru_cache(maxsize=_PLACE_CACHE)(self._place_uncached)
         if verify:
             self.features = dataclasses.replace(self.features, verification="reread")
 
@@ -656,9 +664,11 @@ class LocalDriveProvider(Provider):
         self._check_real(root, local, rootless_path)
         return root, local
 
-    def _place(self, rootless_path: str) -> tuple[str, str]:
+    def _place_uncached(self, rootless_path: str) -> tuple[str, str]:
         """(root path, local path) after the lexical checks only; the caller checks
-        symlinks (:meth:`_check_real`) before touching the path."""
+        symlinks (:meth:`_check_real`) before touching the path. Called through the
+        per-provider cache ``_place``; a refused path raises every time (exceptions are
+        not cached)."""
         name, parts = split_rootless(rootless_path)
         if parts[-1].endswith(PART_SUFFIX):
             raise PermanentError(

@@ -221,10 +221,10 @@ def is_inside(root: str, path: str, pathmod: ModuleType = posixpath) -> bool:
     after normalisation and, on Windows, case folding)."""
     root = pathmod.normcase(pathmod.normpath(root))
     path = pathmod.normcase(pathmod.normpath(path))
-    try:
-        return pathmod.commonpath([root, path]) == root
-    except ValueError:  # different drives on Windows
-        return False
+    # Both are normalised absolute paths, so a prefix that ends at a separator is a
+    # common path (what commonpath would say, at a fraction of its cost; on Windows
+    # another drive is never a prefix).
+    return path == root or path.startswith(root.rstrip(pathmod.sep) + pathmod.sep)
 
 
 def safe_join(root: str, parts: Iterable[str], pathmod: ModuleType = posixpath) -> str:

@@ -204,6 +204,18 @@ def test_throttled_reads_hold_the_rate_in_real_time():
     assert bucket.total_bytes == 2 * M
 
 
+def test_unlimited_reads_are_still_measured_and_a_new_limit_applies_at_once():
+    clock = _Clock()
+    source, target = TokenBucket(None, clock=clock), TokenBucket(None, clock=clock)
+    reader = ThrottledReader(_Zeros(3 * M), [source, target], CancelToken())
+    assert reader.read(2 * M) == bytes(2 * M)
+    clock.now += 1.0
+    assert source.total_bytes == target.total_bytes == 2 * M
+    assert target.measured() == pytest.approx(2 * M / 2.0)
+    target.set_rate(64 * K)  # limited from the next read on: a piece at a time
+    assert len(reader.read(2 * M)) == target.piece_size() < 2 * M
+
+
 def test_cancel_interrupts_a_throttled_read_at_once():
     token = CancelToken()
     reader = ThrottledReader(_Zeros(10 * M), [TokenBucket(64 * K)], token)

@@ -460,6 +460,25 @@ def test_missing_source_message_says_what_to_do(provider, root):
 # -- symlinks -----------------------------------------------------------------------------------
 
 
+def test_a_folder_swapped_for_a_link_after_use_is_still_refused(provider, root, outside):
+    """Placing a path is remembered; its symlink check is not."""
+    _put(provider, "{root[work]}/shot/a.bin", b"first")
+    (root / "shot/a.bin").unlink()
+    (root / "shot").rmdir()
+    (root / "shot").symlink_to(outside)
+    with pytest.raises(PathEscapeError, match="outside root"):
+        _put(provider, "{root[work]}/shot/a.bin", b"again")
+    with pytest.raises(PathEscapeError):
+        provider.stat("{root[work]}/shot/a.bin")
+    assert os.listdir(outside) == []
+
+
+def test_a_refused_path_is_refused_every_time(provider):
+    for _ in range(2):
+        with pytest.raises(PathEscapeError, match="relative step"):
+            provider.stat("{root[work]}/../x.bin")
+
+
 def test_symlink_inside_the_root_is_followed(provider, root):
     (root / "v003").mkdir()
     (root / "latest").symlink_to(root / "v003")
