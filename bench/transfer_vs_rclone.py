@@ -14,7 +14,9 @@ for both tools (the source was just written), which is the fair comparison on on
 Destinations are deleted only when the workload is over: on ext4 without a journal
 (this VM's disk) every file created within about 30 s of a mass delete makes the kernel
 look past the freed inodes (perf: ``recently_deleted`` under ``ext4_create``, a third
-of all CPU), so deleting one tool's 10,000 copies slowed whichever tool ran next.
+of all CPU), so deleting one tool's 10,000 copies slowed whichever tool ran next. For the same
+reason each run starts after an ``os.sync()``: rclone's plain copy leaves its last
+gigabyte dirty in the page cache, and the next run would write it back.
 
 Then the same two workloads (smaller by default) between a local folder and an SFTP site
 on a throwaway OpenSSH sshd on 127.0.0.1, both ways, against `rclone copy` to the same
@@ -99,6 +101,7 @@ def run_sitesync(tmp: Path, src: Path, paths: list[Path], workers: int) -> float
             "bench", files, {"work": str(src)}, asset=f"a{n}", subset="s", version=1,
             name="exr", family="render", publish_site="src", queued_sites=["dst"], now=now))
     engine = Engine(store, settings, state_path=tmp / "engine.json")
+    os.sync()  # no run pays for the write-back of the one before
     started = time.perf_counter()
     engine.start(once=True)
     engine.wait_stopped()
@@ -121,6 +124,7 @@ def run_rclone(tmp: Path, src: Path, workers: int, checksum: bool, durable: bool
            "--checkers", str(workers * 2)]
     if checksum:
         cmd.append("--checksum")
+    os.sync()  # no run pays for the write-back of the one before
     started = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     if durable:
