@@ -46,6 +46,9 @@ ENCRYPTION_ALGS = (
 #: connection (while under ``sftp_max_connections``): spreads the server-side
 #: encryption over several processes without a login per file.
 SPREAD_AT = 2
+#: How often a refused open is tried again while the server frees a closed channel's
+#: slot (tens of milliseconds on an idle server, longer on a busy one).
+_SLOT_POLL_S = 0.05
 
 
 @dataclass(eq=False)
@@ -60,6 +63,10 @@ class _Connection:
     opening: int = 0
     busy: int = 0
     alive: bool = True
+    #: The server has accepted a channel here: a later refusal with nothing else open or
+    #: opening is a closed channel's slot it has not freed yet, not a server that refuses
+    #: channels.
+    served: bool = False
 
 
 @dataclass(eq=False)
@@ -227,7 +234,7 @@ class SessionPool:
         new connection; waits (up to the stall timeout) when all are busy."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._options.stall_timeout_s
-        failures = 0
+        failures = refusals = 0
         while True:
             if self._closed:
                 raise TransientError(f"site '{self._site}' is shutting down")
@@ -256,29 +263,70 @@ class SessionPool:
                 self._notify()
                 if isinstance(exc, asyncio.CancelledError):
                     raise
+                if isinstance(exc, asyncssh.ChannelOpenError) and conn.alive:
+                    refusals = await self._after_refusal(conn, exc, 0, refusals, deadline,
+                                                         "an SFTP channel")
+                    continue
                 failures += 1
-                if self._channel_refused(conn, exc, failures):
-                    await asyncio.sleep(0.1 * failures)
+                self._channel_failed(conn, exc, failures)
                 continue
             conn.opening -= 1
+            conn.served = True
+            self._notify()  # refusals waiting for the opens in flight to settle
             return Channel(conn, sftp)
 
-    def _channel_refused(self, conn: _Connection, exc: BaseException, failures: int) -> bool:
-        """Learn from a refused channel; True when the caller should pause before the
-        next try."""
-        if isinstance(exc, asyncssh.ChannelOpenError) and conn.alive:
-            # Opens still in flight may be refused as well: only channels the server
-            # accepted tell its limit.
-            accepted = conn.sessions - conn.opening
-            if accepted <= 0:
-                if failures < 3:
-                    return True  # a slot the server has not freed yet: try again shortly
-                raise PermanentError(
-                    f"the SFTP server {self._options.host} refuses every channel for site "
-                    f"'{self._site}' ({exc.reason}); check that the SFTP subsystem is enabled "
-                    "for this user") from None
+    async def _after_refusal(self, conn: _Connection, exc: asyncssh.ChannelOpenError, own: int,
+                             refusals: int, deadline: float, what: str) -> int:
+        """Learn from a refused channel on ``conn`` (``own``: the refused channel's slot
+        when still counted in ``conn.sessions``) and pause as the cause asks; returns the
+        refusals that count towards 'refuses every channel'."""
+        if await self._refusal_explained(conn, exc, own, deadline, what):
+            return refusals
+        refusals += 1
+        if refusals >= 3:
+            raise PermanentError(
+                f"the SFTP server {self._options.host} refuses every channel for site "
+                f"'{self._site}' ({exc.reason}); check that the SFTP subsystem is enabled "
+                "for this user") from None
+        await asyncio.sleep(0.1 * refusals)
+        return refusals
+
+    async def _refusal_explained(self, conn: _Connection, exc: asyncssh.ChannelOpenError,
+                                 own: int, deadline: float, what: str) -> bool:
+        """True when a refused channel is explained by the server's session limit (then
+        learnt) or by a slot it has not freed yet (then paused for, within the stall
+        timeout); False when it may refuse channels at all.
+
+        A refusal tells the limit only by the channels the server had accepted, and an
+        SFTP channel counts as accepted once its subsystem has started, several round
+        trips after the server took its slot (longer the busier the server). So opens
+        still in flight on the connection are waited for first: judged while they were
+        pending, the refusals behind one accepted open on a ``MaxSessions 1`` server read
+        as 'refuses every channel' on a loaded machine."""
+        if exc.code == asyncssh.OPEN_REQUEST_SESSION_FAILED:
+            return False  # the channel opened, the subsystem or command was refused
+        while conn.opening > 0 and conn.alive:
+            await self._wait(deadline, what)
+        accepted = conn.sessions - own - conn.opening
+        if accepted > 0:
             self._learn_limit(conn, accepted)
+            return True
+        if not conn.served:
             return False
+        # Nothing open here, yet refused: OpenSSH frees a session's slot once the process
+        # that served it has exited, which can come after it confirmed the channel's
+        # close, and no message says when. Poll, within the stall timeout.
+        if asyncio.get_running_loop().time() + _SLOT_POLL_S > deadline:
+            raise TransientError(
+                f"the SFTP server {self._options.host} kept refusing channels for site "
+                f"'{self._site}' ({exc.reason}) for {self._options.stall_timeout_s:g} s while "
+                f"waiting for {what}; will retry") from None
+        await asyncio.sleep(_SLOT_POLL_S)
+        return True
+
+    def _channel_failed(self, conn: _Connection, exc: BaseException, failures: int) -> None:
+        """Forget a connection that a failed channel open showed dead; raise on the
+        third failure."""
         if isinstance(exc, TimeoutError):
             self.kill(conn)
         elif is_connection_error(exc):
@@ -287,7 +335,6 @@ class SessionPool:
             raise TransientError(
                 f"cannot open an SFTP channel to {self._options.host} for site '{self._site}': "
                 f"{getattr(exc, 'reason', '') or exc or type(exc).__name__}; will retry") from None
-        return False
 
     def _learn_limit(self, conn: _Connection, accepted: int) -> None:
         """A channel was refused with ``accepted`` open: the server's MaxSessions is lower
@@ -365,15 +412,14 @@ class SessionPool:
                 continue
             conn.sessions += 1
             try:
-                return await conn.ssh.run(command, stdin=asyncssh.DEVNULL, check=False,
+                done = await conn.ssh.run(command, stdin=asyncssh.DEVNULL, check=False,
                                           timeout=timeout, encoding="utf-8", errors="replace")
-            except asyncssh.ChannelOpenError:
-                accepted = conn.sessions - 1 - conn.opening  # not this command's channel
-                if accepted > 0:
-                    self._learn_limit(conn, accepted)
+                conn.served = True
+                return done
+            except asyncssh.ChannelOpenError as exc:
+                # Not this command's own slot: it is still counted until `finally`.
+                if await self._refusal_explained(conn, exc, 1, deadline, "a channel for a command"):
                     continue
-                # Nothing else open here: OpenSSH frees a closed channel's slot a moment
-                # after it confirms the close, so a refusal right after one is no verdict.
                 refused += 1
                 if refused >= 3:
                     raise
