@@ -8,6 +8,7 @@ than configured. The shared contract (tests/contract) covers the normal operatio
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import socket
@@ -24,6 +25,7 @@ from providers.registry import create_provider
 from providers.sftp import SftpProvider, streams
 from providers.sftp.errors import forget_command
 from providers.sftp.options import SftpOptions
+from providers.sftp.pool import SessionPool
 from providers.sftp.verify import REREAD_MAX_BYTES
 from tests.sftp_server import can_mount, free_port
 
@@ -407,6 +409,48 @@ def test_server_hashing_never_waits_for_the_channels_uploads_hold(sshd, make, ro
     learnt = {line.split("sftp_max_sessions to ")[1] for line in caplog.messages
               if "sftp_max_sessions to" in line}
     assert learnt == ({"1"} if limit == "server" else set())  # the server's value, said once
+
+
+def test_refusals_behind_a_channel_still_starting_are_no_verdict(sshd, make, monkeypatch, caplog):
+    # MaxSessions 1, one connection, four uploads at once: the server accepts one channel
+    # and refuses the others while the accepted one is still starting its SFTP subsystem.
+    # On a loaded machine that start outlasted the refused opens' retries, which then
+    # failed with 'refuses every channel'; here the start is made that slow.
+    real_connect = SessionPool.connect_once
+
+    async def slowly_starting_channels(pool):
+        ssh = await real_connect(pool)
+        real_start = ssh.start_sftp_client
+
+        async def start_sftp_client(*args, **kwargs):
+            sftp = await real_start(*args, **kwargs)
+            await asyncio.sleep(0.5)
+            return sftp
+
+        ssh.start_sftp_client = start_sftp_client
+        return ssh
+
+    monkeypatch.setattr(SessionPool, "connect_once", slowly_starting_channels)
+    provider = make(sftp_port=sshd.one_session_port, sftp_max_connections=1, sftp_stall_timeout_s=20)
+    data = {index: os.urandom(1000 + index) for index in range(4)}
+    errors: list[BaseException] = []
+
+    def upload(index: int) -> None:
+        try:
+            _put(provider, f"{{root[work]}}/starting/{index}.bin", data[index])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=upload, args=(index,)) for index in data]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert provider.pool.connects == 1
+    learnt = {line.split("sftp_max_sessions to ")[1] for line in caplog.messages
+              if "sftp_max_sessions to" in line}
+    assert learnt == {"1"}
 
 
 # -- failures mid-transfer --------------------------------------------------------------------
