@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.events.types import FileSynced
+from app.events.types import FileSynced, TransferStarted
 from app.store.base import CHUNK_FILES
 from tests.integration.conftest import LOCAL_ID
 from tests.integration.test_engine import _all_synced
@@ -24,9 +24,12 @@ def test_a_long_sequence_does_not_hold_up_a_newer_publish(sync_env):
     engine = env.engine()
     engine.start()
     env.wait_for(lambda: _all_synced(env, shot, "studio"), timeout=60)
-    synced = [e.repre_id for e in env.of_type(FileSynced)]
-    last_shot_file = len(synced) - 1 - synced[::-1].index(shot)
-    before = synced[:last_shot_file].count(sequence)
+    # The shot's turn is when its files start. Counting the frames synced before its last
+    # file was synced also counted those the other workers finished while that file was
+    # still being copied: on a loaded machine, several (204 of the 208 allowed, seen).
+    started = [e.repre_id for e in env.of_type(TransferStarted)]
+    last_shot_start = len(started) - 1 - started[::-1].index(shot)
+    before = started[:last_shot_start].count(sequence)
     # One chunk of the sequence, plus what was already claimed when the shot's turn came.
     assert before <= CHUNK_FILES + 2 * env.settings.engine.workers_per_site, before
     # The store is written before each event is published: wait for both.
