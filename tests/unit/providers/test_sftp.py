@@ -73,6 +73,25 @@ def _read(provider, path: str, chunk: int = MiB) -> bytes:
     return bytes(out)
 
 
+def _upload_at_once(provider, folder: str, data: dict[int, bytes]) -> list[BaseException]:
+    """Uploads ``data[index]`` to ``{root[work]}/<folder>/<index>.bin``, a thread each, all
+    started together (channels are asked for at the same moment); returns what they raised."""
+    errors: list[BaseException] = []
+
+    def upload(index: int) -> None:
+        try:
+            _put(provider, f"{{root[work]}}/{folder}/{index}.bin", data[index])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=upload, args=(index,)) for index in data]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
 def _wait_for_size(path, size: int) -> None:
     """Writes are pipelined (``write`` returns before the server has the bytes): wait
     until the server's file has them."""
@@ -386,20 +405,8 @@ def test_server_hashing_never_waits_for_the_channels_uploads_hold(sshd, make, ro
                else {"sftp_max_sessions": 1})
     provider = make(sftp_max_connections=2, sftp_stall_timeout_s=5, **options)
     data = {index: os.urandom(REREAD_MAX_BYTES + 1 + index) for index in range(4)}
-    errors: list[BaseException] = []
-
-    def upload(index: int) -> None:
-        try:
-            _put(provider, f"{{root[work]}}/one-slot/{index}.bin", data[index])
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=upload, args=(index,)) for index in data]
     started = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    errors = _upload_at_once(provider, "one-slot", data)
     assert not errors, errors
     assert time.monotonic() - started < 5  # never waited for the stall timeout
     assert provider.verifier.last_method == "server_hash" and provider.pool.connects <= 2
@@ -433,19 +440,7 @@ def test_refusals_behind_a_channel_still_starting_are_no_verdict(sshd, make, mon
     monkeypatch.setattr(SessionPool, "connect_once", slowly_starting_channels)
     provider = make(sftp_port=sshd.one_session_port, sftp_max_connections=1, sftp_stall_timeout_s=20)
     data = {index: os.urandom(1000 + index) for index in range(4)}
-    errors: list[BaseException] = []
-
-    def upload(index: int) -> None:
-        try:
-            _put(provider, f"{{root[work]}}/starting/{index}.bin", data[index])
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=upload, args=(index,)) for index in data]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    errors = _upload_at_once(provider, "starting", data)
     assert not errors, errors
     assert provider.pool.connects == 1
     learnt = {line.split("sftp_max_sessions to ")[1] for line in caplog.messages
