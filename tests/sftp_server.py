@@ -14,9 +14,12 @@ It listens on four free high ports with one host key:
 * ``coreutils_port``: commands find ``sha256sum`` but no ``openssl`` (a minimal server);
 * ``one_session_port``: ``MaxSessions 1``, one channel per connection (hardened servers).
 
-As root (CI), :meth:`start_password_login` adds a fourth port served by a root-run sshd
+As root (CI), :meth:`start_password_login` adds a port served by a root-run sshd
 that accepts the dedicated user's password (a password check needs root to read
-/etc/shadow), for sites that log in with ``sftp_pass``.
+/etc/shadow), for sites that log in with ``sftp_pass``. :meth:`start_without_sftp` adds
+:attr:`no_sftp_port`, an sshd that accepts logins but has no ``Subsystem sftp`` line (a
+common misconfiguration; OpenSSH 9.2 allows no ``Subsystem`` in a ``Match`` block, so it
+is its own process, started only by the tests that need it).
 
 Helpers simulate what goes wrong in production: :meth:`drop_connections` kills every
 session process (a cut network or a reboot of the far end seen from the client),
@@ -59,6 +62,20 @@ Subsystem sftp internal-sftp
 LogLevel ERROR
 """
 
+_NO_SFTP_CONFIG = """\
+Port {port}
+ListenAddress 127.0.0.1
+HostKey {etc}/hostkey
+PidFile {etc}/sshd-no-sftp.pid
+AuthorizedKeysFile {etc}/authorized_keys
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+UsePAM no
+StrictModes no
+LogLevel ERROR
+"""
+
 _CONFIG = """\
 Port {port}
 Port {sftp_only_port}
@@ -84,6 +101,17 @@ Match LocalPort {one_session_port}
 Match LocalPort {coreutils_port}
     SetEnv PATH={etc}/coreutils-only
 """
+
+
+def _spawn(config: str, as_user: list[str]) -> subprocess.Popen:
+    """``sshd -D -f config`` under a watchdog shell that ends sshd when this test process
+    is gone, even if it died without running its teardown (a segfault, SIGKILL): no
+    orphaned servers."""
+    watchdog = (f"{SSHD} -D -e -f {config} & child=$!; "
+                f"while [ -d /proc/{os.getpid()} ] && kill -0 $child 2>/dev/null; do sleep 1; done; "
+                "kill -9 $child 2>/dev/null")
+    return subprocess.Popen([*as_user, "/bin/sh", "-c", watchdog], stdin=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 def free_port() -> int:
@@ -163,6 +191,8 @@ class SshServer:
         self._saved_password_hash: str | None = None
         self.password_port = 0
         self.password = ""
+        self._no_sftp_process: subprocess.Popen | None = None
+        self.no_sftp_port = 0
 
     @property
     def ports(self) -> tuple[int, ...]:
@@ -187,15 +217,7 @@ class SshServer:
         as_user = ["runuser", "-u", self.user, "--"] if os.geteuid() == 0 else []
         config = str(self.etc / "sshd_config")
         subprocess.run([*as_user, SSHD, "-t", "-f", config], check=True)
-        # A watchdog shell ends sshd when this test process is gone, even if it died
-        # without running its teardown (a segfault, SIGKILL): no orphaned servers.
-        watchdog = (f"{SSHD} -D -e -f {config} & child=$!; "
-                    f"while [ -d /proc/{os.getpid()} ] && kill -0 $child 2>/dev/null; do sleep 1; done; "
-                    "kill -9 $child 2>/dev/null")
-        self._process = subprocess.Popen(
-            [*as_user, "/bin/sh", "-c", watchdog],
-            stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )
+        self._process = _spawn(config, as_user)
         deadline = time.monotonic() + timeout
         for port in self.ports:
             while not self._banner(port):
@@ -226,12 +248,7 @@ class SshServer:
                                                   user=self.user))
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege separation (root sshd)
         subprocess.run([SSHD, "-t", "-f", str(config)], check=True)
-        watchdog = (f"{SSHD} -D -e -f {config} & child=$!; "
-                    f"while [ -d /proc/{os.getpid()} ] && kill -0 $child 2>/dev/null; do sleep 1; done; "
-                    "kill -9 $child 2>/dev/null")
-        self._password_process = subprocess.Popen(
-            ["/bin/sh", "-c", watchdog], stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True)
+        self._password_process = _spawn(str(config), [])
         deadline = time.monotonic() + timeout
         while not self._banner(self.password_port):
             if self._password_process.poll() is not None or time.monotonic() > deadline:
@@ -241,14 +258,41 @@ class SshServer:
             key = " ".join((self.etc / "hostkey.pub").read_text().split()[:2])
             known.write(f"{self._entry_names(self.password_port)} {key}\n")
 
+    def start_without_sftp(self, timeout: float = 10.0) -> None:
+        """Serve key logins on :attr:`no_sftp_port` from an sshd whose config has no
+        ``Subsystem sftp`` line: every SFTP channel opens and its subsystem request is
+        refused (stopped by :meth:`close`)."""
+        if self._no_sftp_process is not None:
+            return
+        self.no_sftp_port = free_port()
+        config = self.etc / "sshd_config_no_sftp"
+        config.write_text(_NO_SFTP_CONFIG.format(port=self.no_sftp_port, etc=self.etc))
+        self._chown(config)
+        as_user = ["runuser", "-u", self.user, "--"] if os.geteuid() == 0 else []
+        subprocess.run([*as_user, SSHD, "-t", "-f", str(config)], check=True)
+        self._no_sftp_process = _spawn(str(config), as_user)
+        deadline = time.monotonic() + timeout
+        while not self._banner(self.no_sftp_port):
+            if self._no_sftp_process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the sshd without an SFTP subsystem did not start")
+            time.sleep(0.02)
+        with open(self.known_hosts, "a") as known:
+            key = " ".join((self.etc / "hostkey.pub").read_text().split()[:2])
+            known.write(f"{self._entry_names(self.no_sftp_port)} {key}\n")
+
+    def _end(self, process: subprocess.Popen | None) -> None:
+        """Kill one of the extra servers and its sessions."""
+        if process is None:
+            return
+        victims = self._descendants(process.pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        self.kill(victims)
+        process.wait(10)
+
     def _stop_password_login(self) -> None:
         process, self._password_process = self._password_process, None
-        if process is not None:
-            victims = self._descendants(process.pid)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            self.kill(victims)
-            process.wait(10)
+        self._end(process)
         if self._saved_password_hash is not None:
             subprocess.run(["usermod", "-p", self._saved_password_hash, self.user], check=False)
             self._saved_password_hash = None
@@ -331,6 +375,8 @@ class SshServer:
     def close(self) -> None:
         self.stop()
         self._stop_password_login()
+        process, self._no_sftp_process = self._no_sftp_process, None
+        self._end(process)
         for mount in reversed(self._mounts):
             subprocess.run(["umount", "-l", str(mount)], check=False)
         shutil.rmtree(self.base, ignore_errors=True)
