@@ -24,6 +24,7 @@ __all__ = [
     "host_key_error",
     "is_connection_error",
     "keyscan_command",
+    "subsystem_refused_error",
     "unreachable_error",
 ]
 
@@ -90,6 +91,18 @@ def auth_error(site: str, options: SftpOptions, exc: BaseException) -> Permanent
         f"the SFTP server {options.host}:{options.port} refused the login of user "
         f"'{options.user}' (site '{site}'): {getattr(exc, 'reason', '') or 'authentication failed'}; "
         f"{fix}")
+
+
+def subsystem_refused_error(site: str, options: SftpOptions, reason: str) -> PermanentError:
+    """The login works and channels open, but the server refuses the SFTP subsystem on
+    them: OpenSSH answers so when its sshd_config has no ``Subsystem sftp`` line (it
+    defines no subsystem by default). Only the server's admin can fix that, so retrying
+    is pointless."""
+    return PermanentError(
+        f"the SFTP server {options.host}:{options.port} accepts the login of user '{options.user}' "
+        f"(site '{site}') but refuses to start SFTP ({reason or 'subsystem request failed'}): its "
+        "SFTP subsystem is not enabled. Enable it on the server: add the line "
+        "`Subsystem sftp internal-sftp` to /etc/ssh/sshd_config, then reload sshd")
 
 
 def unreachable_error(site: str, options: SftpOptions, exc: BaseException) -> TransientError:

@@ -26,7 +26,13 @@ from typing import Any
 import asyncssh
 
 from app.errors import PermanentError, TransientError
-from providers.sftp.errors import auth_error, host_key_error, is_connection_error, unreachable_error
+from providers.sftp.errors import (
+    auth_error,
+    host_key_error,
+    is_connection_error,
+    subsystem_refused_error,
+    unreachable_error,
+)
 from providers.sftp.options import SftpOptions
 
 __all__ = ["Channel", "SessionPool"]
@@ -283,6 +289,8 @@ class SessionPool:
         if await self._refusal_explained(conn, exc, own, deadline, what):
             return refusals
         refusals += 1
+        if refusals >= 3 and exc.code == asyncssh.OPEN_REQUEST_SESSION_FAILED:
+            raise subsystem_refused_error(self._site, self._options, exc.reason) from None
         if refusals >= 3:
             raise PermanentError(
                 f"the SFTP server {self._options.host} refuses every channel for site "

@@ -245,6 +245,22 @@ def test_a_changed_host_key_fails_the_files_with_the_fix(make_env, sshd):
     assert list(env.roots[REMOTE].rglob("*")) == []
 
 
+def test_a_server_without_the_sftp_subsystem_fails_the_file_with_the_fix(make_env, sshd, caplog):
+    sshd.start_without_sftp()  # logins work, sshd_config has no `Subsystem sftp` line
+    env = make_env(sftp_port=sshd.no_sftp_port)
+    repre_id = _publish(env, sshd, STUDIO, "no-sftp", files=1, size=1000)
+    engine = env.engine()
+    engine.start()
+    env.wait_for(lambda: site_status(_state(env, repre_id, REMOTE), 3,
+                                     datetime.now(timezone.utc)) is Status.FAILED)
+    state = _state(env, repre_id, REMOTE)
+    assert state.tries == 1 and not state.available  # permanent: not retried
+    assert "refuses to start SFTP" in state.error and "Subsystem sftp internal-sftp" in state.error
+    assert list(env.roots[REMOTE].rglob("*")) == []
+    assert not env.of_type(FileSynced)
+    assert not [record for record in caplog.records if record.exc_info]  # no traceback logged
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not can_mount(), reason="mounting a tmpfs needs CAP_SYS_ADMIN (CI runs as root)")
 def test_a_full_disk_on_the_server_fails_that_file_and_frees_the_space(make_env, sshd):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import pytest
@@ -68,6 +69,18 @@ def test_doctor_reports_a_missing_root_and_a_shell_less_server(home, capsys, ssh
     assert code == 1 and "root 'work' of site 'studio-sftp' does not exist" in out
     code, out = _doctor(home, capsys, sshd, sftp_port=sshd.sftp_only_port)
     assert code == 0 and "uploads verified by reading them back" in out
+
+
+def test_doctor_names_a_disabled_sftp_subsystem_and_the_line_to_add(home, capsys, sshd):
+    sshd.start_without_sftp()  # logins work, sshd_config has no `Subsystem sftp` line
+    started = time.monotonic()
+    code, out = _doctor(home, capsys, sshd, sftp_port=sshd.no_sftp_port)
+    assert time.monotonic() - started < 5
+    assert code == 1
+    line = next(text for text in out.splitlines() if "site studio-sftp" in text)
+    assert line.startswith("FAIL") and "refuses to start SFTP" in line
+    assert "add the line `Subsystem sftp internal-sftp` to /etc/ssh/sshd_config" in line
+    assert "Traceback" not in out + capsys.readouterr().err
 
 
 def test_doctor_checks_a_new_sftp_site_before_the_first_publish(home, capsys, sshd):

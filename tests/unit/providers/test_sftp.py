@@ -247,6 +247,32 @@ def test_a_server_that_never_answers_times_out_on_connect(make):
         assert "no answer within 1 s" in problem and "will retry" in problem
 
 
+def test_a_server_without_the_sftp_subsystem_fails_at_once_with_the_fix(sshd, make, root):
+    # A common misconfiguration: sshd accepts the login but its sshd_config has no
+    # `Subsystem sftp` line, so every SFTP channel opens and its subsystem request is
+    # refused. Retrying cannot help: each operation ends permanent after three refusals,
+    # well before the stall timeout, naming the cause and the line to add.
+    sshd.start_without_sftp()
+    provider = make(sftp_port=sshd.no_sftp_port, sftp_stall_timeout_s=5)
+    started = time.monotonic()
+    texts = []
+    for attempt in (lambda: provider.stat("{root[work]}/a.bin"),
+                    lambda: _put(provider, "{root[work]}/a.bin", b"frame")):
+        with pytest.raises(PermanentError) as caught:
+            attempt()
+        texts.append(str(caught.value))
+    texts += provider.check()
+    assert time.monotonic() - started < 4
+    assert len(texts) == 3 and len(set(texts)) == 1, texts
+    text = texts[0]
+    assert f"127.0.0.1:{sshd.no_sftp_port} accepts the login of user '{sshd.user}'" in text
+    assert "refuses to start SFTP" in text and "SFTP subsystem is not enabled" in text
+    assert "add the line `Subsystem sftp internal-sftp` to /etc/ssh/sshd_config" in text
+    assert "refuses every channel" not in text and "will retry" not in text
+    assert list(root.rglob("*")) == []  # not even a part file
+    assert provider.pool.connects == 1  # refused channels are no reason to log in again
+
+
 # -- roots and permissions --------------------------------------------------------------------
 
 
