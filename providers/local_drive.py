@@ -421,8 +421,8 @@ class _LocalWriter(Writer):
     cached while a plate arrives. Measured, 1 GiB between two folders (2-CPU VM, ext4,
     alternating rounds): 311-431 MiB/s without, 851-1,357 MiB/s with 8 MiB windows and
     the drop-behind (315-1,304 MiB/s, erratic, with write-back started but nothing
-    dropped); rclone copy plus an fsync ran at 314-359 MiB/s in the same rounds. Smaller files never reach
-    a window and make no extra system call.
+    dropped); rclone copy plus an fsync ran at 314-359 MiB/s in the same rounds.
+    Smaller files never reach a window and make no extra system call.
     """
 
     def __init__(
