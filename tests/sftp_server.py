@@ -19,7 +19,10 @@ that accepts the dedicated user's password (a password check needs root to read
 /etc/shadow), for sites that log in with ``sftp_pass``. :meth:`start_without_sftp` adds
 :attr:`no_sftp_port`, an sshd that accepts logins but has no ``Subsystem sftp`` line (a
 common misconfiguration; OpenSSH 9.2 allows no ``Subsystem`` in a ``Match`` block, so it
-is its own process, started only by the tests that need it).
+is its own process, started only by the tests that need it); likewise
+:meth:`start_with_missing_sftp_server` adds :attr:`broken_sftp_port`, whose ``Subsystem
+sftp`` line names a program that does not exist, and
+:meth:`start_with_flaky_sftp_server` one whose SFTP program exits at once on request.
 
 Helpers simulate what goes wrong in production: :meth:`drop_connections` kills every
 session process (a cut network or a reboot of the far end seen from the client),
@@ -45,6 +48,10 @@ __all__ = ["SshServer", "free_port"]
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 USER = "sitesync-sftp"
+#: OpenSSH's SFTP server program (Debian's path), run by the flaky subsystem's script.
+SFTP_SERVER = "/usr/lib/openssh/sftp-server"
+#: What :meth:`SshServer.start_with_missing_sftp_server` names as its SFTP server program.
+MISSING_SFTP_SERVER = "/usr/lib/openssh/no-such-sftp-server"
 
 _PASSWORD_CONFIG = """\
 Port {port}
@@ -62,11 +69,11 @@ Subsystem sftp internal-sftp
 LogLevel ERROR
 """
 
-_NO_SFTP_CONFIG = """\
+_EXTRA_CONFIG = """\
 Port {port}
 ListenAddress 127.0.0.1
 HostKey {etc}/hostkey
-PidFile {etc}/sshd-no-sftp.pid
+PidFile {etc}/sshd-{name}.pid
 AuthorizedKeysFile {etc}/authorized_keys
 PasswordAuthentication no
 KbdInteractiveAuthentication no
@@ -74,7 +81,7 @@ PubkeyAuthentication yes
 UsePAM no
 StrictModes no
 LogLevel ERROR
-"""
+{subsystem}"""
 
 _CONFIG = """\
 Port {port}
@@ -193,6 +200,10 @@ class SshServer:
         self.password = ""
         self._no_sftp_process: subprocess.Popen | None = None
         self.no_sftp_port = 0
+        self._broken_sftp_process: subprocess.Popen | None = None
+        self.broken_sftp_port = 0
+        self._flaky_sftp_process: subprocess.Popen | None = None
+        self.flaky_sftp_port = 0
 
     @property
     def ports(self) -> tuple[int, ...]:
@@ -262,23 +273,63 @@ class SshServer:
         """Serve key logins on :attr:`no_sftp_port` from an sshd whose config has no
         ``Subsystem sftp`` line: every SFTP channel opens and its subsystem request is
         refused (stopped by :meth:`close`)."""
-        if self._no_sftp_process is not None:
+        if self._no_sftp_process is None:
+            self.no_sftp_port, self._no_sftp_process = self._start_extra("no_sftp", "", timeout)
+
+    def start_with_missing_sftp_server(self, timeout: float = 10.0) -> None:
+        """Serve key logins on :attr:`broken_sftp_port` from an sshd whose ``Subsystem
+        sftp`` line names a program that does not exist (a path from another distribution,
+        a package removed): OpenSSH accepts the subsystem request, then the program fails
+        to start and the channel closes before any SFTP data (stopped by :meth:`close`)."""
+        if self._broken_sftp_process is None:
+            self.broken_sftp_port, self._broken_sftp_process = self._start_extra(
+                "broken_sftp", f"Subsystem sftp {MISSING_SFTP_SERVER}\n", timeout)
+
+    def start_with_flaky_sftp_server(self, timeout: float = 10.0) -> None:
+        """Serve key logins on :attr:`flaky_sftp_port` from an sshd whose SFTP program
+        exits at once for the next channels :meth:`fail_next_sftp_channels` asks for, then
+        runs OpenSSH's sftp-server: one-off channel drops on a connection that stays up
+        (stopped by :meth:`close`)."""
+        if self._flaky_sftp_process is not None:
             return
-        self.no_sftp_port = free_port()
-        config = self.etc / "sshd_config_no_sftp"
-        config.write_text(_NO_SFTP_CONFIG.format(port=self.no_sftp_port, etc=self.etc))
+        script = self.etc / "flaky-sftp-server"
+        script.write_text(
+            "#!/bin/sh\n"
+            f"left=$(cat {self.etc}/flaky-fails 2>/dev/null || echo 0)\n"
+            f'if [ "$left" -gt 0 ]; then echo $((left - 1)) > {self.etc}/flaky-fails; exit 1; fi\n'
+            f"exec {SFTP_SERVER}\n")
+        script.chmod(0o755)
+        self.fail_next_sftp_channels(0)
+        self.flaky_sftp_port, self._flaky_sftp_process = self._start_extra(
+            "flaky_sftp", f"Subsystem sftp {script}\n", timeout)
+
+    def fail_next_sftp_channels(self, count: int) -> None:
+        """Make the next ``count`` SFTP channels on :attr:`flaky_sftp_port` close at once."""
+        fails = self.etc / "flaky-fails"
+        fails.write_text(f"{count}\n")
+        self._chown(fails)
+
+    def _start_extra(self, name: str, subsystem: str, timeout: float) -> tuple[int, subprocess.Popen]:
+        """An sshd of its own for key logins with the given ``Subsystem`` lines (OpenSSH
+        9.2 allows none in a ``Match`` block); returns its port and process."""
+        port = free_port()
+        config = self.etc / f"sshd_config_{name}"
+        config.write_text(_EXTRA_CONFIG.format(port=port, etc=self.etc, name=name,
+                                                 subsystem=subsystem))
         self._chown(config)
         as_user = ["runuser", "-u", self.user, "--"] if os.geteuid() == 0 else []
         subprocess.run([*as_user, SSHD, "-t", "-f", str(config)], check=True)
-        self._no_sftp_process = _spawn(str(config), as_user)
+        process = _spawn(str(config), as_user)
         deadline = time.monotonic() + timeout
-        while not self._banner(self.no_sftp_port):
-            if self._no_sftp_process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the sshd without an SFTP subsystem did not start")
+        while not self._banner(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                self._end(process)
+                raise RuntimeError(f"the sshd for {name} did not start")
             time.sleep(0.02)
         with open(self.known_hosts, "a") as known:
             key = " ".join((self.etc / "hostkey.pub").read_text().split()[:2])
-            known.write(f"{self._entry_names(self.no_sftp_port)} {key}\n")
+            known.write(f"{self._entry_names(port)} {key}\n")
+        return port, process
 
     def _end(self, process: subprocess.Popen | None) -> None:
         """Kill one of the extra servers and its sessions."""
@@ -376,6 +427,10 @@ class SshServer:
         self.stop()
         self._stop_password_login()
         process, self._no_sftp_process = self._no_sftp_process, None
+        self._end(process)
+        process, self._broken_sftp_process = self._broken_sftp_process, None
+        self._end(process)
+        process, self._flaky_sftp_process = self._flaky_sftp_process, None
         self._end(process)
         for mount in reversed(self._mounts):
             subprocess.run(["umount", "-l", str(mount)], check=False)
