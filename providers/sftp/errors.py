@@ -24,6 +24,7 @@ __all__ = [
     "host_key_error",
     "is_connection_error",
     "keyscan_command",
+    "sftp_server_exited_error",
     "subsystem_refused_error",
     "unreachable_error",
 ]
@@ -103,6 +104,20 @@ def subsystem_refused_error(site: str, options: SftpOptions, reason: str) -> Per
         f"(site '{site}') but refuses to start SFTP ({reason or 'subsystem request failed'}): its "
         "SFTP subsystem is not enabled. Enable it on the server: add the line "
         "`Subsystem sftp internal-sftp` to /etc/ssh/sshd_config, then reload sshd")
+
+
+def sftp_server_exited_error(site: str, options: SftpOptions, tries: int) -> PermanentError:
+    """The login works and the server accepts the SFTP subsystem, but each channel closes
+    before the SFTP version handshake while the connection stays up: the program that
+    sshd starts for ``Subsystem sftp`` is missing or dies at once (a path from another
+    distribution, a removed package). Only the server's admin can fix that."""
+    return PermanentError(
+        f"the SFTP server {options.host}:{options.port} accepts the login of user '{options.user}' "
+        f"(site '{site}') but its SFTP server program exited at once, before any SFTP data, on "
+        f"{tries} channels in a row: the `Subsystem sftp` line in the server's /etc/ssh/sshd_config "
+        "points at a program that is missing or fails (or a ForceCommand runs something else). "
+        "Check that line on the server; `Subsystem sftp internal-sftp` works on any OpenSSH; "
+        "then reload sshd")
 
 
 def unreachable_error(site: str, options: SftpOptions, exc: BaseException) -> TransientError:

@@ -30,6 +30,7 @@ from providers.sftp.errors import (
     auth_error,
     host_key_error,
     is_connection_error,
+    sftp_server_exited_error,
     subsystem_refused_error,
     unreachable_error,
 )
@@ -52,6 +53,12 @@ ENCRYPTION_ALGS = (
 #: connection (while under ``sftp_max_connections``): spreads the server-side
 #: encryption over several processes without a login per file.
 SPREAD_AT = 2
+#: SFTP channels in a row that may close before the SFTP handshake while their connection
+#: stays up before the server's SFTP program is judged broken (the channel-open budget).
+_EARLY_EXITS = 3
+#: The pause after such a close: a connection that is going down (a server restart) has
+#: shown it by then, so its channels are not mistaken for a broken SFTP program.
+_EARLY_EXIT_PAUSE_S = 0.05
 #: How often a refused open is tried again while the server frees a closed channel's
 #: slot (tens of milliseconds on an idle server, longer on a busy one).
 _SLOT_POLL_S = 0.05
@@ -240,7 +247,7 @@ class SessionPool:
         new connection; waits (up to the stall timeout) when all are busy."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._options.stall_timeout_s
-        failures = refusals = 0
+        failures = refusals = early_exits = 0
         while True:
             if self._closed:
                 raise TransientError(f"site '{self._site}' is shutting down")
@@ -273,6 +280,12 @@ class SessionPool:
                     refusals = await self._after_refusal(conn, exc, 0, refusals, deadline,
                                                          "an SFTP channel")
                     continue
+                if isinstance(exc, asyncssh.SFTPConnectionLost):
+                    early_exits = await self._after_early_exit(conn, early_exits)
+                    if early_exits:
+                        continue
+                else:
+                    early_exits = 0
                 failures += 1
                 self._channel_failed(conn, exc, failures)
                 continue
@@ -331,6 +344,25 @@ class SessionPool:
                 f"waiting for {what}; will retry") from None
         await asyncio.sleep(_SLOT_POLL_S)
         return True
+
+    async def _after_early_exit(self, conn: _Connection, early_exits: int) -> int:
+        """An SFTP channel closed before the SFTP handshake. Returns the early exits in a
+        row (0 when the connection went down with it: a drop, handled as any failure);
+        raises PermanentError at :data:`_EARLY_EXITS` in a row.
+
+        A connection that stays up while its channel closes before the first SFTP packet
+        is a server whose SFTP program exited at once; once is a fluke, the same on fresh
+        channels again and again is a ``Subsystem sftp`` line naming a missing program,
+        which no retry fixes. A restart or a cut network takes the connection down too."""
+        await asyncio.sleep(_EARLY_EXIT_PAUSE_S)
+        if not conn.alive or conn.ssh.is_closed():
+            return 0
+        early_exits += 1
+        _log.info("sftp %s: an SFTP channel on connection %d closed before the SFTP handshake "
+                  "(%d in a row)", self._site, conn.number, early_exits)
+        if early_exits >= _EARLY_EXITS:
+            raise sftp_server_exited_error(self._site, self._options, early_exits) from None
+        return early_exits
 
     def _channel_failed(self, conn: _Connection, exc: BaseException, failures: int) -> None:
         """Forget a connection that a failed channel open showed dead; raise on the

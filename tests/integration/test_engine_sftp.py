@@ -261,6 +261,24 @@ def test_a_server_without_the_sftp_subsystem_fails_the_file_with_the_fix(make_en
     assert not [record for record in caplog.records if record.exc_info]  # no traceback logged
 
 
+def test_a_subsystem_naming_a_missing_program_fails_the_file_with_the_fix(make_env, sshd, caplog):
+    sshd.start_with_missing_sftp_server()  # `Subsystem sftp /usr/lib/openssh/no-such-sftp-server`
+    env = make_env(sftp_port=sshd.broken_sftp_port)
+    repre_id = _publish(env, sshd, STUDIO, "broken-sftp", files=1, size=1000)
+    engine = env.engine()
+    engine.start()
+    env.wait_for(lambda: site_status(_state(env, repre_id, REMOTE), 3,
+                                     datetime.now(timezone.utc)) is Status.FAILED)
+    state = _state(env, repre_id, REMOTE)
+    assert state.tries == 1 and not state.available  # permanent: not retried
+    assert "its SFTP server program exited at once" in state.error
+    assert "`Subsystem sftp internal-sftp` works on any OpenSSH" in state.error
+    assert "will retry" not in state.error
+    assert list(env.roots[REMOTE].rglob("*")) == []
+    assert not env.of_type(FileSynced)
+    assert not [record for record in caplog.records if record.exc_info]  # no traceback logged
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not can_mount(), reason="mounting a tmpfs needs CAP_SYS_ADMIN (CI runs as root)")
 def test_a_full_disk_on_the_server_fails_that_file_and_frees_the_space(make_env, sshd):

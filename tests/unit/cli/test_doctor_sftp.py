@@ -83,6 +83,20 @@ def test_doctor_names_a_disabled_sftp_subsystem_and_the_line_to_add(home, capsys
     assert "Traceback" not in out + capsys.readouterr().err
 
 
+def test_doctor_names_a_subsystem_line_pointing_at_a_missing_program(home, capsys, sshd):
+    sshd.start_with_missing_sftp_server()  # `Subsystem sftp /usr/lib/openssh/no-such-sftp-server`
+    started = time.monotonic()
+    code, out = _doctor(home, capsys, sshd, sftp_port=sshd.broken_sftp_port)
+    assert time.monotonic() - started < 5
+    assert code == 1
+    line = next(text for text in out.splitlines() if "site studio-sftp" in text)
+    assert line.startswith("FAIL") and "its SFTP server program exited at once" in line
+    assert "the `Subsystem sftp` line in the server's /etc/ssh/sshd_config" in line
+    assert "`Subsystem sftp internal-sftp` works on any OpenSSH" in line
+    assert "will retry" not in line
+    assert "Traceback" not in out + capsys.readouterr().err
+
+
 def test_doctor_checks_a_new_sftp_site_before_the_first_publish(home, capsys, sshd):
     remote = sshd.folder(f"doctor-{uuid.uuid4().hex[:8]}")
     site = {"provider": "sftp", **sshd.site_config(remote),

@@ -273,6 +273,52 @@ def test_a_server_without_the_sftp_subsystem_fails_at_once_with_the_fix(sshd, ma
     assert provider.pool.connects == 1  # refused channels are no reason to log in again
 
 
+def test_a_subsystem_naming_a_missing_program_fails_at_once_with_the_fix(sshd, make, root):
+    # sshd_config says `Subsystem sftp /usr/lib/openssh/no-such-sftp-server`: OpenSSH accepts
+    # the subsystem request, the program cannot start and the channel closes before the
+    # SFTP handshake while the connection stays up. Again on every fresh channel: permanent
+    # after three in a row, naming the line to check, on the one login.
+    sshd.start_with_missing_sftp_server()
+    provider = make(sftp_port=sshd.broken_sftp_port, sftp_stall_timeout_s=5)
+    started = time.monotonic()
+    texts = []
+    for attempt in (lambda: provider.stat("{root[work]}/a.bin"),
+                    lambda: _put(provider, "{root[work]}/a.bin", b"frame")):
+        with pytest.raises(PermanentError) as caught:
+            attempt()
+        texts.append(str(caught.value))
+    texts += provider.check()
+    assert time.monotonic() - started < 4
+    assert len(texts) == 3 and len(set(texts)) == 1, texts
+    text = texts[0]
+    assert f"127.0.0.1:{sshd.broken_sftp_port} accepts the login of user '{sshd.user}'" in text
+    assert "its SFTP server program exited at once" in text
+    assert "the `Subsystem sftp` line in the server's /etc/ssh/sshd_config" in text
+    assert "`Subsystem sftp internal-sftp` works on any OpenSSH" in text
+    assert "will retry" not in text and "bytes read" not in text
+    assert list(root.rglob("*")) == []
+    assert provider.pool.connects == 1
+
+
+def test_sftp_channels_that_close_at_once_below_the_budget_are_retried_on_the_same_login(
+        sshd, make, root):
+    # The rule's other side: two channels in a row whose SFTP program exits at once, then
+    # a working one (a one-off failure on the server) is no broken setup. The operation
+    # succeeds on the same connection: the connection stayed up, so no new login either.
+    sshd.start_with_flaky_sftp_server()
+    provider = make(sftp_port=sshd.flaky_sftp_port, sftp_stall_timeout_s=5)
+    sshd.fail_next_sftp_channels(2)
+    _put(provider, "{root[work]}/a.bin", b"frame")
+    assert (root / "a.bin").read_bytes() == b"frame"
+    assert provider.pool.connects == 1
+    # Three in a row on fresh channels (the site's pool closed, so no idle channel): broken.
+    provider.close()
+    fresh = make(sftp_port=sshd.flaky_sftp_port, sftp_stall_timeout_s=5)
+    sshd.fail_next_sftp_channels(3)
+    with pytest.raises(PermanentError, match="SFTP server program exited at once"):
+        fresh.stat("{root[work]}/a.bin")
+
+
 # -- roots and permissions --------------------------------------------------------------------
 
 
