@@ -74,6 +74,9 @@ class _Connection:
     sessions: int = 0
     #: Channels being opened (counted in ``sessions`` too), not yet confirmed.
     opening: int = 0
+    #: Channels closed whose close is not yet confirmed (counted in ``sessions`` too):
+    #: the server may or may not have freed their slots.
+    closing: int = 0
     busy: int = 0
     alive: bool = True
     #: The server has accepted a channel here: a later refusal with nothing else open or
@@ -328,6 +331,14 @@ class SessionPool:
             return False  # the channel opened, the subsystem or command was refused
         while conn.opening > 0 and conn.alive:
             await self._wait(deadline, what)
+        if conn.closing > 0:
+            # A close not yet confirmed here may have freed its slot on the server, which
+            # then took another channel: counting it would learn a limit one too high
+            # (seen under load: 'allows 2' from a MaxSessions 1 server). Wait for the
+            # closes and try again; a refusal with none pending says the limit.
+            while conn.closing > 0 and conn.alive:
+                await self._wait(deadline, what)
+            return True
         accepted = conn.sessions - own - conn.opening
         if accepted > 0:
             self._learn_limit(conn, accepted)
@@ -406,6 +417,7 @@ class SessionPool:
         if self._closed:
             conn.sessions -= 1
             return
+        conn.closing += 1
         task = asyncio.ensure_future(self._slot_freed(conn, sftp))
         self._watchers.add(task)
         task.add_done_callback(self._watchers.discard)
@@ -415,6 +427,7 @@ class SessionPool:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(sftp.wait_closed(), self._options.stall_timeout_s)
         finally:
+            conn.closing -= 1
             if conn.alive:
                 conn.sessions -= 1
             self._notify()
@@ -439,11 +452,17 @@ class SessionPool:
                     # Close an idle SFTP channel for the command, and wait until the
                     # server has freed its slot before opening one there.
                     sftp = spare[0].idle.pop()
-                    with contextlib.suppress(Exception):
-                        sftp.exit()
-                        await asyncio.wait_for(sftp.wait_closed(), self._options.stall_timeout_s)
-                    if spare[0].alive:
-                        spare[0].sessions -= 1
+                    spare[0].closing += 1
+                    try:
+                        with contextlib.suppress(Exception):
+                            sftp.exit()
+                            await asyncio.wait_for(sftp.wait_closed(),
+                                                   self._options.stall_timeout_s)
+                    finally:
+                        spare[0].closing -= 1
+                        if spare[0].alive:
+                            spare[0].sessions -= 1
+                        self._notify()
                     continue
                 if self._can_connect():
                     conn = await self._connect()

@@ -490,6 +490,39 @@ def test_server_hashing_never_waits_for_the_channels_uploads_hold(sshd, make, ro
     assert learnt == ({"1"} if limit == "server" else set())  # the server's value, said once
 
 
+def test_a_close_not_yet_confirmed_is_not_read_as_a_larger_session_limit(sshd, make, monkeypatch,
+                                                                        caplog):
+    # MaxSessions 1: channel A is closed and the server frees its slot and takes B, but
+    # this side has not yet seen A's close confirmed (a busy event loop; made slow here).
+    # A refusal of C then finds A and B counted: read as a limit, that said 'allows 2'.
+    real_slot_freed = SessionPool._slot_freed
+
+    async def confirmed_late(pool, conn, sftp):
+        await asyncio.sleep(0.5)
+        await real_slot_freed(pool, conn, sftp)
+
+    monkeypatch.setattr(SessionPool, "_slot_freed", confirmed_late)
+    provider = make(sftp_port=sshd.one_session_port, sftp_max_connections=1, sftp_stall_timeout_s=10)
+    pool = provider.pool
+
+    async def scenario():
+        a = await pool.acquire()
+        pool.release(a, broken=True)  # closed; its close is confirmed 0.5 s late
+        await asyncio.sleep(0.2)  # the server has freed A's slot by now
+        b = await pool.acquire()
+        c = asyncio.ensure_future(pool.acquire())  # refused while B is open
+        await asyncio.sleep(1.0)
+        pool.release(b)
+        pool.release(await c)
+        return b, c.result()
+
+    b, c = provider._run(scenario(), timeout=15)
+    assert c.sftp is b.sftp  # C waited for B's channel: one channel at a time
+    learnt = {line.split("sftp_max_sessions to ")[1] for line in caplog.messages
+              if "sftp_max_sessions to" in line}
+    assert learnt == {"1"}
+
+
 def test_refusals_behind_a_channel_still_starting_are_no_verdict(sshd, make, monkeypatch, caplog):
     # MaxSessions 1, one connection, four uploads at once: the server accepts one channel
     # and refuses the others while the accepted one is still starting its SFTP subsystem.
