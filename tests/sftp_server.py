@@ -42,9 +42,10 @@ import socket
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["SshServer", "free_port"]
+__all__ = ["BROKEN_SFTP_SETUPS", "BrokenSftpSetup", "SshServer", "free_port"]
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 USER = "sitesync-sftp"
@@ -146,6 +147,41 @@ def _ensure_user() -> pwd.struct_passwd:
             check=True,
         )
         return pwd.getpwnam(USER)
+
+
+@dataclass(frozen=True)
+class BrokenSftpSetup:
+    """An sshd that accepts the login but cannot serve SFTP, and what SiteSync's error
+    must say about it (and must not): the provider, doctor and engine tests share it."""
+
+    name: str
+    #: The SshServer method that starts it, and the attribute holding its port.
+    start: str
+    port: str
+    says: tuple[str, ...]
+    never_says: tuple[str, ...]
+
+    def started(self, sshd: SshServer) -> int:
+        getattr(sshd, self.start)()
+        return getattr(sshd, self.port)
+
+
+BROKEN_SFTP_SETUPS = (
+    # sshd_config has no `Subsystem sftp` line: the subsystem request is refused.
+    BrokenSftpSetup(
+        "no-subsystem-line", "start_without_sftp", "no_sftp_port",
+        says=("refuses to start SFTP", "SFTP subsystem is not enabled",
+              "add the line `Subsystem sftp internal-sftp` to /etc/ssh/sshd_config"),
+        never_says=("refuses every channel", "will retry")),
+    # `Subsystem sftp /usr/lib/openssh/no-such-sftp-server`: the request is accepted, the
+    # program cannot start and the channel closes before the SFTP handshake.
+    BrokenSftpSetup(
+        "subsystem-program-missing", "start_with_missing_sftp_server", "broken_sftp_port",
+        says=("its SFTP server program exited at once",
+              "the `Subsystem sftp` line in the server's /etc/ssh/sshd_config",
+              "`Subsystem sftp internal-sftp` works on any OpenSSH"),
+        never_says=("will retry", "bytes read")),
+)
 
 
 class SshServer:
