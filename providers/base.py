@@ -143,13 +143,19 @@ class Writer(abc.ABC):
 
     def commit_deferred(self, expected_size: int, expected_hashes: Mapping[str, str]) -> RemoteFile:
         """:meth:`commit`, except that a provider with ``Features.deferred_sync`` may return
-        before the rename itself is durable; the caller then calls
-        :meth:`Provider.sync_committed` before it relies on the file (records it).
-
-        The data is durable either way: only the folder entry may still be in flight, so a
-        power cut can lose the new name, never leave it pointing at partial data.
+        once the stored bytes are verified; the caller then calls :meth:`finish_deferred`
+        (the data made durable and renamed into place) and
+        :meth:`Provider.sync_committed` (the folder entry made durable) before it relies
+        on the file (records it). Batching those across files is what makes small files
+        fast. Nothing is renamed into place before its data is durable, so a power cut can
+        lose the new name, never leave it pointing at partial data.
         """
         return self.commit(expected_size, expected_hashes)
+
+    def finish_deferred(self) -> None:  # noqa: B027 - optional hook
+        """Complete a :meth:`commit_deferred`: when this returns, the file is under its
+        final name with its data durable. Raises like ``commit`` (the temporary data is
+        discarded). A no-op where ``commit_deferred`` committed at once."""
 
     @abc.abstractmethod
     def abort(self, keep_partial: bool) -> None:

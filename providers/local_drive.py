@@ -313,6 +313,30 @@ class _FolderSync:
 
 _folder_sync = _FolderSync()
 
+#: Verified part files a provider keeps open awaiting their ``finish_deferred``
+#: (:meth:`_LocalWriter.commit_deferred`); past this, commits fsync and rename at once,
+#: so a backlog never holds more than this many descriptors per site.
+_MAX_DEFERRED = 256
+
+
+class _DeferredCount:
+    """How many of one provider's writers hold a deferred commit (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+
+    def try_add(self) -> bool:
+        with self._lock:
+            if self._count >= _MAX_DEFERRED:
+                return False
+            self._count += 1
+            return True
+
+    def remove(self) -> None:
+        with self._lock:
+            self._count -= 1
+
 
 class _LocalReader(Reader):
     """Unbuffered reads straight from the file: the engine asks for 1–8 MiB at a time,
@@ -436,8 +460,12 @@ class _LocalWriter(Writer):
         offset: int,
         hasher: Any,
         verify_reread: bool,
+        deferred: _DeferredCount | None = None,
     ) -> None:
         self.offset = offset
+        #: The provider's count of deferred commits, and whether this writer holds one.
+        self._deferred_count = deferred
+        self._deferred = False
         self._site = site
         self._rootless = rootless
         self._final = final
@@ -453,6 +481,7 @@ class _LocalWriter(Writer):
         self._end = offset
         self._window = offset
         self._behind = offset
+        self._digest = ""
 
     def stream_hashed_by_caller(self) -> None:
         if self.offset == 0 and self._hasher is not None:
@@ -489,6 +518,10 @@ class _LocalWriter(Writer):
 
     def _close(self) -> None:
         fd, self._fd = self._fd, None
+        if self._deferred:
+            self._deferred = False
+            assert self._deferred_count is not None
+            self._deferred_count.remove()
         if fd is not None:
             os.close(fd)  # also releases the flock
 
@@ -522,39 +555,107 @@ class _LocalWriter(Writer):
         return self._commit(expected_size, expected_hashes, sync_folder=True)
 
     def commit_deferred(self, expected_size: int, expected_hashes: Mapping[str, str]) -> RemoteFile:
-        return self._commit(expected_size, expected_hashes, sync_folder=False)
+        """Verify now; fsync and rename later, in :meth:`finish_deferred`.
 
-    def _commit(
-        self, expected_size: int, expected_hashes: Mapping[str, str], sync_folder: bool
-    ) -> RemoteFile:
+        Why: an fsync straight after a small file's write waits for that one file's
+        write-back, so a worker spends much of a frame's time blocked, and workers that
+        block and wake in turn cost GIL hand-offs at every system call. Here the verified
+        part file only has its write-back started (``POSIX_FADV_DONTNEED``) and stays
+        open and locked; the engine's finisher then fsyncs and renames a batch, whose
+        write-back ran side by side meanwhile, and fsyncs each folder once. Measured
+        without the engine (5,000 frames, 2 cores): 2,772 files/s fsyncing per file on 8
+        threads, 4,712 with write-back started per file and fsync and rename on a second
+        thread. Nothing under a final name is ever undurable: the rename still follows
+        the fsync. At most ``_MAX_DEFERRED`` commits per site wait like this; past that,
+        and with ``verify_reread`` (which must read back what is on the disk), a commit
+        is done at once.
+        """
+        count = self._deferred_count
+        # Verifying by re-reading needs the data on the disk first: no deferring then.
+        if count is None or _IS_WINDOWS or self._verify_reread or not count.try_add():
+            return self._commit(expected_size, expected_hashes, sync_folder=False)
         fd = self._open_fd()
+        try:
+            info = self._verify(fd, expected_size, expected_hashes)
+            # Start the write-back of what write-behind has not handed over yet.
+            _advise_dontneed(fd, self._window, 0)
+        except OSError as exc:
+            count.remove()
+            self._discard()
+            raise classify_oserror(exc, self._site, self._final, "writing") from exc
+        except BaseException:
+            count.remove()
+            self._discard()
+            raise
+        self._deferred = True
+        return self._remote_file(info)
+
+    def finish_deferred(self) -> None:
+        """Second half of :meth:`commit_deferred`: make the data durable, then rename into
+        place (the folder fsync is ``sync_committed``'s). On error the part is discarded.
+        Nothing to do after a commit that was not deferred."""
+        if not self._deferred:
+            return
+        fd = self._open_fd()
+        try:
+            os.fsync(fd)  # also reports a failed write-back (EIO) of the verified bytes
+            os.replace(self._part, self._final)
+            if self._window > self._behind:
+                _advise_dontneed(fd, 0, 0)
+            self._close()
+        except OSError as exc:
+            self._discard()
+            raise classify_oserror(exc, self._site, self._final, "writing") from exc
+        except BaseException:
+            self._discard()
+            raise
+
+    def _verify(self, fd: int, expected_size: int, expected_hashes: Mapping[str, str]) -> os.stat_result:
+        """Size and hashes of the part file against the expected ones; on a mismatch the
+        part is discarded and TransientError raised. Returns its fstat."""
         wanted = {
             name.lower(): value.lower()
             for name, value in expected_hashes.items()
             if name.lower() in hashlib.algorithms_guaranteed
         }
+        info = os.fstat(fd)  # also the final file's: same inode, no write after it
+        size = info.st_size
+        problems = []
+        if size != expected_size:
+            problems.append(f"size {size} bytes, expected {expected_size}")
+        else:
+            got = self._our_hashes(fd, wanted)
+            self._digest = got[CHECKSUM_ALGORITHM]
+            problems += [
+                f"{name} {got[name]}, expected {value}"
+                for name, value in sorted(wanted.items())
+                if got[name] != value
+            ]
+        if problems:
+            self._discard()
+            raise TransientError(
+                f"verification failed on site '{self._site}' for {self._final}: "
+                f"{'; '.join(problems)}; the partial copy was discarded and the next "
+                "attempt starts over"
+            )
+        return info
+
+    def _remote_file(self, info: os.stat_result) -> RemoteFile:
+        return RemoteFile(
+            path=self._rootless,
+            size=info.st_size,
+            id=os.path.basename(self._final),
+            mtime=info.st_mtime,
+            hashes={CHECKSUM_ALGORITHM: self._digest},
+        )
+
+    def _commit(
+        self, expected_size: int, expected_hashes: Mapping[str, str], sync_folder: bool
+    ) -> RemoteFile:
+        fd = self._open_fd()
         try:
             os.fsync(fd)
-            info = os.fstat(fd)  # also the final file's: same inode, no write after it
-            size = info.st_size
-            problems = []
-            if size != expected_size:
-                problems.append(f"size {size} bytes, expected {expected_size}")
-                got = {}
-            else:
-                got = self._our_hashes(fd, wanted)
-                problems += [
-                    f"{name} {got[name]}, expected {value}"
-                    for name, value in sorted(wanted.items())
-                    if got[name] != value
-                ]
-            if problems:
-                self._discard()
-                raise TransientError(
-                    f"verification failed on site '{self._site}' for {self._final}: "
-                    f"{'; '.join(problems)}; the partial copy was discarded and the next "
-                    "attempt starts over"
-                )
+            info = self._verify(fd, expected_size, expected_hashes)
             if _IS_WINDOWS:
                 self._close()  # Windows cannot rename an open file
             # POSIX: rename while still holding the lock, so a second writer that opens
@@ -572,13 +673,7 @@ class _LocalWriter(Writer):
         except BaseException:
             self._discard()
             raise
-        return RemoteFile(
-            path=self._rootless,
-            size=info.st_size,
-            id=os.path.basename(self._final),
-            mtime=info.st_mtime,
-            hashes={CHECKSUM_ALGORITHM: got[CHECKSUM_ALGORITHM]},
-        )
+        return self._remote_file(info)
 
     def stored_prefix_hash(self, algorithm: str) -> Any | None:
         """The kept prefix's hash (call before the first ``write``): a copy of the running
@@ -645,6 +740,7 @@ class LocalDriveProvider(Provider):
                 fix="set it to true or false",
             )
         self._verify_reread = verify
+        self._deferred = _DeferredCount()
         # The lexical part of placing a path depends only on it and the roots, which never
         # change: a transfer places its target twice (the conflict look, the writer), and
         # the checks cost more than the copy of a small frame. Symlinks are checked anew
@@ -837,6 +933,7 @@ class LocalDriveProvider(Provider):
             offset=offset,
             hasher=hasher,
             verify_reread=self._verify_reread,
+            deferred=self._deferred,
         )
 
     def _lock(self, fd: int, part: str, final: str) -> os.stat_result:

@@ -771,14 +771,15 @@ class Engine(PolicyControls):
         self._forget(job)
 
     def _finish(self, jobs: list[_Job]) -> None:
-        """On the finisher thread: make a batch of committed files durable, one
-        ``sync_committed`` per target site (one folder fsync for a whole burst of frames
-        instead of one per file, with no worker waiting for it), then record the files,
-        all in one store call where the store can. Only a durable file is ever recorded
-        as available."""
+        """On the finisher thread: make a batch of committed files durable (each file's
+        deferred fsync and rename, then one ``sync_committed`` per target site: one folder
+        fsync for a whole burst of frames instead of one per file, with no worker waiting
+        for any of it), then record the files, all in one store call where the store can.
+        Only a durable file is ever recorded as available."""
         groups: dict[int, list[_Job]] = {}
         for job in jobs:
-            groups.setdefault(id(job.target), []).append(job)
+            if self._finish_deferred(job):
+                groups.setdefault(id(job.target), []).append(job)
         for group in groups.values():
             target = group[0].target
             assert target is not None
@@ -793,6 +794,21 @@ class Engine(PolicyControls):
             for job in rest:
                 self._record_success(job)
                 self._forget(job)
+
+    def _finish_deferred(self, job: _Job) -> bool:
+        """Complete the job's deferred commit (fsync, rename); False, with the job failed,
+        if that fails."""
+        assert job.result is not None
+        pending = job.result.pending
+        if pending is None:
+            return True
+        try:
+            pending.finish_deferred()
+        except Exception as exc:
+            self._fail_with(job, exc)
+            self._forget(job)
+            return False
+        return True
 
     def _record_batch(self, jobs: list[_Job]) -> list[_Job]:
         """Record the plain (not staged) files of ``jobs`` in one store call; returns the

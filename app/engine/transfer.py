@@ -121,6 +121,9 @@ class TransferResult:
     path: str = ""
     #: Written under the staged name of a "when complete" file (app.policy.staging).
     staged: bool = False
+    #: The writer of a ``defer_sync`` transfer: the caller calls its ``finish_deferred``
+    #: (or ``abort``) before anything else relies on the file.
+    pending: Writer | None = None
 
 
 ProgressCallback = Callable[[int, int], None]
@@ -245,8 +248,10 @@ def transfer_file(
         keep_on_transient = False
         expected = {name: hasher.hexdigest(name) for name in hasher.names
                     if name == CHECKSUM_ALGORITHM or name in target.features.server_hashes}
+        pending = None
         if defer_sync:
             stored = writer.commit_deferred(item.size, expected)
+            pending = writer
         else:
             stored = writer.commit(item.size, expected)
     except CancelledTransfer:
@@ -268,6 +273,7 @@ def transfer_file(
         resumed_from=offset,
         seconds=time.monotonic() - started,
         path=stored.path,
+        pending=pending,
     )
 
 

@@ -273,6 +273,58 @@ def test_a_server_serves_as_its_own_site(sync_env, tmp_path):
     assert not _all_synced(env, artist_only, "studio")
 
 
+def test_a_file_whose_deferred_commit_fails_is_a_failed_try_and_its_batch_is_recorded(sync_env):
+    """Workers leave the fsync and rename of a verified file to the finisher: when that
+    fails for one file (an I/O error at fsync), that file is a failed try, retried and
+    synced later, and the files finished with it are recorded as usual."""
+    env = sync_env
+    repre_id = env.publish(LOCAL_ID, "deferred", files=4)
+    failures = {"left": 1}
+    made = {}
+
+    class FinishFailsOnce:
+        def __init__(self, writer):
+            self._writer = writer
+
+        def __getattr__(self, name):
+            return getattr(self._writer, name)
+
+        def finish_deferred(self):
+            if failures["left"]:
+                failures["left"] -= 1
+                self._writer.abort(keep_partial=False)
+                raise TransientError("simulated: I/O error at fsync")
+            self._writer.finish_deferred()
+
+    class Target:
+        def __init__(self, provider):
+            self._provider = provider
+
+        def __getattr__(self, name):
+            return getattr(self._provider, name)
+
+        def open_writer(self, *args, **kwargs):
+            return FinishFailsOnce(self._provider.open_writer(*args, **kwargs))
+
+    def factory(kind, site, config):
+        if site not in made:
+            provider = create_provider(kind, site, config)
+            made[site] = Target(provider) if site == "studio" else provider
+        return made[site]
+
+    engine = env.engine(provider_factory=factory)
+    engine.start()
+    env.wait_for(lambda: _all_synced(env, repre_id, "studio") and engine.in_flight == 0)
+    failed = env.of_type(FileFailed)
+    assert len(failed) == 1 and "I/O error at fsync" in failed[0].error
+    files = env.store.get_representation("demo", repre_id).files
+    synced = [e.file_id for e in env.of_type(FileSynced)]
+    assert sorted(synced) == sorted(f.id for f in files)  # each once, the failed one later
+    assert synced[-1] == failed[0].file_id
+    for f in files:
+        assert env.same_bytes(f.path, LOCAL_ID, "studio")
+
+
 def test_a_file_whose_folder_cannot_be_made_durable_is_not_recorded(sync_env):
     """The finisher syncs folders before recording: if that fails, the file is a failed
     try (retried), never marked available on the strength of an undurable rename."""

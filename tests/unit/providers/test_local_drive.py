@@ -712,3 +712,89 @@ def test_concurrent_renames_into_one_folder_share_folder_fsyncs(monkeypatch, tmp
     sync.sync(str(tmp_path))
     assert len(calls) == before + 1  # after the others finished: a fresh fsync, never skipped
     assert sync._folders == {}  # nothing kept for folders nobody is waiting on
+
+
+# -- deferred commits (the engine's finisher fsyncs and renames a batch) ------------------------
+
+
+def _deferred(provider: LocalDriveProvider, path: str, data: bytes):
+    writer = provider.open_writer(path, len(data), resume=False)
+    writer.write(data)
+    stored = writer.commit_deferred(len(data), _sha(data))
+    return writer, stored
+
+
+def test_a_deferred_commit_is_verified_at_once_and_renamed_only_when_finished(provider, root):
+    data = os.urandom(30_000)
+    writer, stored = _deferred(provider, "{root[work]}/seq/f.0001.exr", data)
+    assert stored.size == len(data) and stored.hashes == _sha(data)
+    folder = root / "seq"
+    # Verified, write-back started, but not yet durable: nothing under the final name.
+    assert os.listdir(folder) == [f".f.0001.exr{PART_SUFFIX}"]
+    writer.finish_deferred()
+    provider.sync_committed(["{root[work]}/seq/f.0001.exr"])
+    assert os.listdir(folder) == ["f.0001.exr"]
+    assert (folder / "f.0001.exr").read_bytes() == data
+    with pytest.raises(ValueError, match="already committed"):
+        writer.write(b"more")
+
+
+def test_a_deferred_commit_of_wrong_bytes_fails_at_once_and_keeps_nothing(provider, root):
+    data = os.urandom(10_000)
+    writer = provider.open_writer("{root[work]}/f.exr", len(data))
+    writer.write(data)
+    with pytest.raises(TransientError, match="verification failed"):
+        writer.commit_deferred(len(data), _sha(b"other bytes"))
+    assert os.listdir(root) == []
+    writer.finish_deferred()  # nothing deferred: nothing to do
+    assert os.listdir(root) == []
+
+
+def test_a_deferred_commit_that_cannot_be_renamed_fails_clearly_and_leaves_the_obstacle(provider, root):
+    data = os.urandom(10_000)
+    writer, _ = _deferred(provider, "{root[work]}/f.exr", data)
+    (root / "f.exr").mkdir()  # someone made a folder with the file's name meanwhile
+    (root / "f.exr" / "keep.txt").write_text("theirs")
+    with pytest.raises(PermanentError, match="a folder and a file are in each other's way"):
+        writer.finish_deferred()
+    assert os.listdir(root) == ["f.exr"]
+    assert (root / "f.exr" / "keep.txt").read_text() == "theirs"
+
+
+def test_an_aborted_deferred_commit_keeps_its_verified_part_for_a_resume(provider, root):
+    data = os.urandom(20_000)
+    writer, _ = _deferred(provider, "{root[work]}/f.exr", data)
+    writer.abort(keep_partial=True)
+    assert os.listdir(root) == [f".f.exr{PART_SUFFIX}"]
+    writer = provider.open_writer("{root[work]}/f.exr", len(data))
+    assert writer.offset == len(data)
+    writer.commit(len(data), _sha(data))
+    assert (root / "f.exr").read_bytes() == data
+
+
+def test_past_the_limit_of_open_deferred_commits_a_commit_is_done_at_once(provider, root, monkeypatch):
+    """Each deferred commit holds its part file open until it is finished: a backlog of
+    them must not run the process out of file descriptors."""
+    monkeypatch.setattr(local_drive, "_MAX_DEFERRED", 2)
+    data = os.urandom(1_000)
+    first, _ = _deferred(provider, "{root[work]}/a.exr", data)
+    second, _ = _deferred(provider, "{root[work]}/b.exr", data)
+    third, _ = _deferred(provider, "{root[work]}/c.exr", data)
+    assert sorted(os.listdir(root)) == [f".a.exr{PART_SUFFIX}", f".b.exr{PART_SUFFIX}", "c.exr"]
+    first.finish_deferred()
+    second.abort(keep_partial=True)  # an abort frees its place too
+    fourth, _ = _deferred(provider, "{root[work]}/d.exr", data)
+    fifth, _ = _deferred(provider, "{root[work]}/e.exr", data)
+    assert sorted(os.listdir(root)) == [f".b.exr{PART_SUFFIX}", f".d.exr{PART_SUFFIX}",
+                                        f".e.exr{PART_SUFFIX}", "a.exr", "c.exr"]
+    for writer in (third, fourth, fifth):
+        writer.finish_deferred()
+    assert sorted(os.listdir(root)) == [f".b.exr{PART_SUFFIX}", "a.exr", "c.exr", "d.exr", "e.exr"]
+
+
+def test_reread_mode_never_defers_a_commit(root):
+    """Re-reading checks what is on the disk, so the data must be there first."""
+    provider = LocalDriveProvider(SITE, {"root": {"work": str(root)}, "verify_reread": True})
+    data = os.urandom(10_000)
+    _deferred(provider, "{root[work]}/f.exr", data)
+    assert os.listdir(root) == ["f.exr"]
