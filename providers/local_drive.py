@@ -410,13 +410,15 @@ def _version(info: os.stat_result) -> tuple[int, int, int]:
 class _LocalWriter(Writer):
     """Writes one target through its part file; not shared between threads.
 
-    Verification (``commit``): the size on disk after fsync must equal ``expected_size``
-    and every hash the engine sent that hashlib knows must match. Two ways to get our
-    side's hash, chosen by the site option ``verify_reread``:
+    Verification (``commit``, ``commit_deferred``): the part file's size must equal
+    ``expected_size`` and every hash the engine sent that hashlib knows must match; its
+    fsync, before the rename, reports any write-back failure as an error, which fails
+    the file. Two ways to get our side's hash, chosen by the site option
+    ``verify_reread``:
 
     * ``False`` (default): a running SHA-256 of exactly the bytes handed to ``write()``
       (on resume, seeded by reading back the kept prefix, so it always covers the whole
-      file), plus the size check after fsync. A re-read straight after fsync is served
+      file), plus the size check. A re-read straight after fsync is served
       from the page cache, i.e. from the very pages ``write()`` filled, so it finds
       nothing the running hash misses, and fsync reports write-back failures as an error,
       which fails the commit. Measured for a 1 GiB file in 8 MiB writes (2-CPU VM, ext4,
