@@ -20,7 +20,7 @@ import os
 import stat as stat_mod
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -533,6 +533,19 @@ class _LocalWriter(Writer):
         with contextlib.suppress(OSError):
             os.unlink(self._part)
 
+    @contextlib.contextmanager
+    def _discarding_on_error(self) -> Iterator[None]:
+        """Any error discards the part file (the next try starts clean); an OSError is
+        raised as the error kind the engine handles."""
+        try:
+            yield
+        except OSError as exc:
+            self._discard()
+            raise classify_oserror(exc, self._site, self._final, "writing") from exc
+        except BaseException:
+            self._discard()
+            raise
+
     def _our_hashes(self, fd: int, wanted: Mapping[str, str]) -> dict[str, str]:
         """Our side's hash for each algorithm in ``wanted`` (name -> expected digest)."""
         reread = set(wanted)
@@ -577,19 +590,11 @@ class _LocalWriter(Writer):
         if count is None or _IS_WINDOWS or self._verify_reread or not count.try_add():
             return self._commit(expected_size, expected_hashes, sync_folder=False)
         fd = self._open_fd()
-        try:
+        self._deferred = True  # from here on, closing the part gives the place back
+        with self._discarding_on_error():
             info = self._verify(fd, expected_size, expected_hashes)
             # Start the write-back of what write-behind has not handed over yet.
             _advise_dontneed(fd, self._window, 0)
-        except OSError as exc:
-            count.remove()
-            self._discard()
-            raise classify_oserror(exc, self._site, self._final, "writing") from exc
-        except BaseException:
-            count.remove()
-            self._discard()
-            raise
-        self._deferred = True
         return self._remote_file(info)
 
     def finish_deferred(self) -> None:
@@ -599,18 +604,12 @@ class _LocalWriter(Writer):
         if not self._deferred:
             return
         fd = self._open_fd()
-        try:
+        with self._discarding_on_error():
             os.fsync(fd)  # also reports a failed write-back (EIO) of the verified bytes
             os.replace(self._part, self._final)
             if self._window > self._behind:
                 _advise_dontneed(fd, 0, 0)
             self._close()
-        except OSError as exc:
-            self._discard()
-            raise classify_oserror(exc, self._site, self._final, "writing") from exc
-        except BaseException:
-            self._discard()
-            raise
 
     def _verify(self, fd: int, expected_size: int, expected_hashes: Mapping[str, str]) -> os.stat_result:
         """Size and hashes of the part file against the expected ones; on a mismatch the
@@ -655,7 +654,7 @@ class _LocalWriter(Writer):
         self, expected_size: int, expected_hashes: Mapping[str, str], sync_folder: bool
     ) -> RemoteFile:
         fd = self._open_fd()
-        try:
+        with self._discarding_on_error():
             os.fsync(fd)
             info = self._verify(fd, expected_size, expected_hashes)
             if _IS_WINDOWS:
@@ -669,12 +668,6 @@ class _LocalWriter(Writer):
             self._close()
             if sync_folder:
                 _folder_sync.sync(os.path.dirname(self._final))
-        except OSError as exc:
-            self._discard()
-            raise classify_oserror(exc, self._site, self._final, "writing") from exc
-        except BaseException:
-            self._discard()
-            raise
         return self._remote_file(info)
 
     def stored_prefix_hash(self, algorithm: str) -> Any | None:

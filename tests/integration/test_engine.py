@@ -101,24 +101,45 @@ def test_project_and_representation_pause(sync_env):
     env.wait_for(lambda: _all_synced(env, later_one, "studio") and _all_synced(env, held, "studio"))
 
 
-class _Slow:
+class _Wrapped:
+    """Stands in for a provider or writer, passing everything through but what a
+    subclass overrides."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+def _factory_wrapping(site_name, wrapper):
+    """A provider factory that makes real providers and wraps ``site_name``'s."""
+    made = {}
+
+    def factory(kind, site, config):
+        if site not in made:
+            provider = create_provider(kind, site, config)
+            made[site] = wrapper(provider) if site == site_name else provider
+        return made[site]
+
+    return factory
+
+
+class _Slow(_Wrapped):
     """Wraps a real provider so reads take time: makes 'in flight' observable."""
 
     def __init__(self, provider, delay_s: float, fail_first: int = 0):
-        self._provider = provider
+        super().__init__(provider)
         self._delay = delay_s
         self._fail = fail_first
         self._lock = threading.Lock()
-
-    def __getattr__(self, name):
-        return getattr(self._provider, name)
 
     def open_reader(self, path, offset=0):
         with self._lock:
             if self._fail > 0:
                 self._fail -= 1
                 raise TransientError("simulated network drop")
-        reader = self._provider.open_reader(path, offset)
+        reader = self._inner.open_reader(path, offset)
         delay = self._delay
 
         class Reader:
@@ -139,15 +160,7 @@ class _Slow:
 
 
 def _slow_factory(delay_s: float, fail_first: int = 0):
-    made = {}
-
-    def factory(kind, site, config):
-        if site not in made:
-            provider = create_provider(kind, site, config)
-            made[site] = _Slow(provider, delay_s, fail_first) if site == LOCAL_ID else provider
-        return made[site]
-
-    return factory
+    return _factory_wrapping(LOCAL_ID, lambda provider: _Slow(provider, delay_s, fail_first))
 
 
 def test_pausing_mid_transfer_keeps_partial_data_and_counts_no_try(sync_env):
@@ -280,39 +293,20 @@ def test_a_file_whose_deferred_commit_fails_is_a_failed_try_and_its_batch_is_rec
     env = sync_env
     repre_id = env.publish(LOCAL_ID, "deferred", files=4)
     failures = {"left": 1}
-    made = {}
 
-    class FinishFailsOnce:
-        def __init__(self, writer):
-            self._writer = writer
-
-        def __getattr__(self, name):
-            return getattr(self._writer, name)
-
+    class FinishFailsOnce(_Wrapped):
         def finish_deferred(self):
             if failures["left"]:
                 failures["left"] -= 1
-                self._writer.abort(keep_partial=False)
+                self._inner.abort(keep_partial=False)
                 raise TransientError("simulated: I/O error at fsync")
-            self._writer.finish_deferred()
+            self._inner.finish_deferred()
 
-    class Target:
-        def __init__(self, provider):
-            self._provider = provider
-
-        def __getattr__(self, name):
-            return getattr(self._provider, name)
-
+    class Target(_Wrapped):
         def open_writer(self, *args, **kwargs):
-            return FinishFailsOnce(self._provider.open_writer(*args, **kwargs))
+            return FinishFailsOnce(self._inner.open_writer(*args, **kwargs))
 
-    def factory(kind, site, config):
-        if site not in made:
-            provider = create_provider(kind, site, config)
-            made[site] = Target(provider) if site == "studio" else provider
-        return made[site]
-
-    engine = env.engine(provider_factory=factory)
+    engine = env.engine(provider_factory=_factory_wrapping("studio", Target))
     engine.start()
     env.wait_for(lambda: _all_synced(env, repre_id, "studio") and engine.in_flight == 0)
     failed = env.of_type(FileFailed)
@@ -331,28 +325,15 @@ def test_a_file_whose_folder_cannot_be_made_durable_is_not_recorded(sync_env):
     env = sync_env
     repre_id = env.publish(LOCAL_ID, "undurable", files=3)
     failures = {"left": 1}
-    made = {}
 
-    class FolderSyncFails:
-        def __init__(self, provider):
-            self._provider = provider
-
-        def __getattr__(self, name):
-            return getattr(self._provider, name)
-
+    class FolderSyncFails(_Wrapped):
         def sync_committed(self, paths):
             if failures["left"]:
                 failures["left"] -= 1
                 raise TransientError("simulated: the folder could not be synced")
-            self._provider.sync_committed(paths)
+            self._inner.sync_committed(paths)
 
-    def factory(kind, site, config):
-        if site not in made:
-            provider = create_provider(kind, site, config)
-            made[site] = FolderSyncFails(provider) if site == "studio" else provider
-        return made[site]
-
-    engine = env.engine(provider_factory=factory)
+    engine = env.engine(provider_factory=_factory_wrapping("studio", FolderSyncFails))
     engine.start()
     # The store is written before the event is published: wait for both.
     env.wait_for(lambda: _all_synced(env, repre_id, "studio") and engine.in_flight == 0)
