@@ -181,6 +181,26 @@ def local_folder(ps: ProjectSettings, site: str, rootless_path: str,
     return folder
 
 
+def local_folders(ps: ProjectSettings, site: str, rootless_paths: Iterable[str],
+                  factory: ProviderFactory = create_provider) -> tuple[list[str], list[str]]:
+    """:func:`local_folder` for several files (the selected representations): the
+    distinct folders that exist, in order, and why the others cannot be opened. Raises
+    SiteSyncError when the site is not a local drive (no folder can be opened at all)."""
+    folders: list[str] = []
+    problems: list[str] = []
+    for path in rootless_paths:
+        try:
+            folder = local_folder(ps, site, path, factory)
+        except SiteSyncError as exc:
+            if ps.site(site).provider != "local_drive":
+                raise
+            problems.append(str(exc))
+            continue
+        if folder not in folders:
+            folders.append(folder)
+    return folders, problems
+
+
 def remove_local_copy(store: Store, ps: ProjectSettings, repre_ids: Iterable[str],
                       factory: ProviderFactory = create_provider,
                       engine: PausingEngine | None = None) -> Outcome:

@@ -54,6 +54,8 @@ __all__ = ["SyncQueueWindow"]
 _FILTER_ORDER = sorted(Status, key=lambda s: s.rank)
 #: Beyond this many unseen changes while hidden, showing the window re-runs the query.
 _HIDDEN_CHANGES_MAX = 5000
+#: "Open folder" on a selection opens at most this many file-manager windows.
+_OPEN_FOLDERS_MAX = 5
 
 
 def _utc_now() -> datetime:
@@ -380,9 +382,11 @@ class SyncQueueWindow(QMainWindow):
         if ps is None or not rows:
             return
         site = ps.active_site if side == "active" else ps.remote_site
-        path, factory = rows[0].first_path, self._provider_factory
-        self.runner.submit(lambda: operations.local_folder(ps, site, path, factory),
-                           self._open_url, lambda exc: self.show_message(f"Open folder: {exc}"))
+        paths = [row.first_path for row in rows[:_OPEN_FOLDERS_MAX]]
+        left_out, factory = len(rows) - len(paths), self._provider_factory
+        self.runner.submit(lambda: operations.local_folders(ps, site, paths, factory),
+                           lambda found: self._open_folders(*found, left_out=left_out),
+                           lambda exc: self.show_message(f"Open folder: {exc}"))
 
     def ask_remove_local_copy(self) -> None:
         ps, rows = self.project_settings, self.selected_rows()
@@ -477,12 +481,26 @@ class SyncQueueWindow(QMainWindow):
             self.engine.sync_now()
         self.action_done.emit(outcome.text)
 
-    def _open_url(self, folder: str) -> None:
-        if not QDesktopServices.openUrl(QUrl.fromLocalFile(folder)):
-            self.show_message(f"No file manager could open {folder}")
+    def _open_folders(self, folders: list[str], problems: list[str], left_out: int) -> None:
+        """Open each folder in the file manager; say what was opened, what could not be
+        and how many selected rows were left out (a selection of hundreds must not open
+        hundreds of windows)."""
+        opened = []
+        for folder in folders:
+            if QDesktopServices.openUrl(QUrl.fromLocalFile(folder)):
+                opened.append(folder)
+            else:
+                problems.append(f"no file manager could open {folder}")
+        if not opened:
+            self.show_message(f"Open folder: {problems[0] if problems else 'nothing to open'}")
             return
-        self.show_message(f"Opened {folder}")
-        self.action_done.emit(f"opened {folder}")
+        text = f"Opened {opened[0]}" if len(opened) == 1 else f"Opened {len(opened)} folders"
+        if left_out:
+            text += f" (the first {_OPEN_FOLDERS_MAX} selected rows; {left_out} more left out)"
+        if problems:
+            text += f"; {len(problems)} could not be opened: {problems[0]}"
+        self.show_message(text)
+        self.action_done.emit(f"opened {opened[0]}" if len(opened) == 1 else f"opened {len(opened)} folders")
 
     def _copied(self, text: str) -> None:
         QGuiApplication.clipboard().setText(text)
@@ -515,7 +533,8 @@ class SyncQueueWindow(QMainWindow):
         for act, side in ((self.open_active_action, "active"), (self.open_remote_action, "remote")):
             provider = "" if ctx is None else (ctx.active_provider if side == "active"
                                                 else ctx.remote_provider)
-            arrived = bool(rows) and (rows[0].active if side == "active" else rows[0].remote).progress > 0
+            arrived = any((row.active if side == "active" else row.remote).progress > 0
+                          for row in rows[:_OPEN_FOLDERS_MAX])
             act.setEnabled(has and provider == "local_drive" and arrived)
             act.setToolTip("Open the folder in the file manager" if provider == "local_drive" or not ctx
                            else f"Only for folders on this machine; this site is {provider}")

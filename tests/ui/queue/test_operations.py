@@ -88,6 +88,19 @@ def test_local_folder_needs_a_local_drive_site_and_an_existing_folder(ps, tmp_pa
         operations.local_folder(cloud, "gdrive", "{root[work]}/demo/a/x.exr")
 
 
+def test_local_folders_opens_each_folder_once_and_says_why_others_cannot_be(ps, tmp_path):
+    (tmp_path / "studio" / "demo" / "a").mkdir(parents=True)
+    (tmp_path / "studio" / "demo" / "b").mkdir(parents=True)
+    paths = ["{root[work]}/demo/a/x.1001.exr", "{root[work]}/demo/c/y.abc",
+             "{root[work]}/demo/b/z.ma", "{root[work]}/demo/a/x.1002.exr"]
+    folders, problems = operations.local_folders(ps, "studio", paths)
+    assert folders == [str(tmp_path / "studio" / "demo" / "a"), str(tmp_path / "studio" / "demo" / "b")]
+    assert len(problems) == 1 and "demo/c does not exist" in problems[0]
+    cloud = replace(ps, sites={**ps.sites, "gdrive": SiteConfig("gdrive", "gdrive", {}, {})})
+    with pytest.raises(SiteSyncError, match="gdrive site, not a folder on this machine"):
+        operations.local_folders(cloud, "gdrive", paths)
+
+
 def test_remove_local_copy_needs_a_local_id(store, ps):
     store.ensure_project("demo")
     repre = store.insert_representation(make_repre())

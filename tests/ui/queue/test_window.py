@@ -316,6 +316,33 @@ def test_open_folder_for_local_drive_sites_only(qtbot, env, open_window):
 
 
 @sqlite_only
+def test_open_folder_opens_each_selected_folder_up_to_a_limit(qtbot, env, open_window, monkeypatch):
+    """A selection opens one file-manager window per folder, but a selection of hundreds
+    must not open hundreds of windows: past the limit the rest are left out, and the
+    message says so."""
+    for asset in ("a", "b", "c"):
+        env.publish(LOCAL_ID, asset, files=1)
+    catcher = _UrlCatcher()
+    QDesktopServices.setUrlHandler("file", catcher, "open")
+    try:
+        window = open_window(env)
+        select(window, "a", "b")
+        assert run_action(qtbot, window, window.open_active_action) == "opened 2 folders"
+        assert window.message_label.text() == "Opened 2 folders"
+        root = env.roots[LOCAL_ID] / "demo"
+        assert sorted(Path(u.toLocalFile()) for u in catcher.urls) == [root / "a" / "v001",
+                                                                      root / "b" / "v001"]
+        monkeypatch.setattr("ui.queue.window._OPEN_FOLDERS_MAX", 2)
+        catcher.urls.clear()
+        select(window, "a", "b", "c")
+        assert run_action(qtbot, window, window.open_active_action) == "opened 2 folders"
+        assert len(catcher.urls) == 2
+        assert "1 more left out" in window.message_label.text()
+    finally:
+        QDesktopServices.unsetUrlHandler("file")
+
+
+@sqlite_only
 def test_remove_local_copy_keeps_the_only_copy(qtbot, env, open_window):
     uploaded = env.publish(LOCAL_ID, "uploaded", files=2)
     engine = env.engine()
