@@ -77,6 +77,10 @@ class _Connection:
     #: Channels closed whose close is not yet confirmed (counted in ``sessions`` too):
     #: the server may or may not have freed their slots.
     closing: int = 0
+    #: Commands running (counted in ``sessions`` too): each frees its slot on the server
+    #: as it ends, which this side counts a moment later, so a refusal meanwhile does
+    #: not tell the limit either.
+    commands: int = 0
     busy: int = 0
     alive: bool = True
     #: The server has accepted a channel here: a later refusal with nothing else open or
@@ -331,12 +335,13 @@ class SessionPool:
             return False  # the channel opened, the subsystem or command was refused
         while conn.opening > 0 and conn.alive:
             await self._wait(deadline, what)
-        if conn.closing > 0:
-            # A close not yet confirmed here may have freed its slot on the server, which
-            # then took another channel: counting it would learn a limit one too high
-            # (seen under load: 'allows 2' from a MaxSessions 1 server). Wait for the
-            # closes and try again; a refusal with none pending says the limit.
-            while conn.closing > 0 and conn.alive:
+        if conn.closing > 0 or conn.commands > 0:
+            # A close not yet confirmed here, or a command ending, may have freed its
+            # slot on the server, which then took another channel: counting it would
+            # learn a limit one too high (seen under load: 'allows 2' from a MaxSessions 1
+            # server). Wait for them and try again; a refusal with none pending says the
+            # limit.
+            while (conn.closing > 0 or conn.commands > 0) and conn.alive:
                 await self._wait(deadline, what)
             return True
         accepted = conn.sessions - own - conn.opening
@@ -470,20 +475,37 @@ class SessionPool:
                 await self._wait(deadline, "a channel for a command")
                 continue
             conn.sessions += 1
+            counted = True
+            # Opening until the server accepts the channel: counted as accepted before
+            # that, a refusal of an SFTP channel meanwhile read this open as a channel the
+            # server holds (seen under load: 'allows 2' from a MaxSessions 1 server).
+            conn.opening += 1
             try:
-                done = await conn.ssh.run(command, stdin=asyncssh.DEVNULL, check=False,
-                                          timeout=timeout, encoding="utf-8", errors="replace")
+                try:
+                    process = await conn.ssh.create_process(
+                        command, stdin=asyncssh.DEVNULL, encoding="utf-8", errors="replace")
+                finally:
+                    conn.opening -= 1
+                    self._notify()  # refusals waiting for the opens in flight to settle
                 conn.served = True
-                return done
+                conn.commands += 1
+                try:
+                    return await process.wait(check=False, timeout=timeout)
+                finally:
+                    conn.commands -= 1
             except asyncssh.ChannelOpenError as exc:
-                # Not this command's own slot: it is still counted until `finally`.
-                if await self._refusal_explained(conn, exc, 1, deadline, "a channel for a command"):
+                # Refused: this open holds no slot. Uncounted before the refusal is judged,
+                # which may wait: other refusals judged meanwhile must not count it either.
+                counted = False
+                if conn.alive:
+                    conn.sessions -= 1
+                if await self._refusal_explained(conn, exc, 0, deadline, "a channel for a command"):
                     continue
                 refused += 1
                 if refused >= 3:
                     raise
             finally:
-                if conn.alive:
+                if counted and conn.alive:
                     conn.sessions -= 1
                 self._notify()
             await asyncio.sleep(0.1 * refused)

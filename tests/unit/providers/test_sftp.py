@@ -497,6 +497,41 @@ def test_a_close_not_yet_confirmed_is_not_read_as_a_larger_session_limit(sshd, m
     assert learnt == {"1"}
 
 
+def test_a_refused_command_holds_no_slot_while_its_refusal_is_judged(sshd, make, monkeypatch, caplog):
+    # MaxSessions 1: a command and a second upload are refused while an upload holds the
+    # one slot. Judging a refusal can wait (for opens in flight, for a slot to be freed);
+    # while the command's open, or its refused slot, counted as a channel the server
+    # holds, the upload's refusal read the server as 'allows 2' (CI flake).
+    real_judge = SessionPool._refusal_explained
+    seen = []
+
+    async def judged(pool, conn, exc, own, deadline, what):
+        seen.append(what)
+        return await real_judge(pool, conn, exc, own, deadline, what)
+
+    monkeypatch.setattr(SessionPool, "_refusal_explained", judged)
+    provider = make(sftp_port=sshd.one_session_port, sftp_max_connections=1, sftp_stall_timeout_s=10)
+    pool = provider.pool
+
+    async def scenario():
+        upload = await pool.acquire()
+        # Both refused (the upload holds the slot), each judged while the other counts.
+        other = asyncio.ensure_future(pool.acquire())
+        command = asyncio.ensure_future(pool.run_command("echo done", timeout=10))
+        await asyncio.sleep(0.5)
+        pool.release(upload)
+        pool.release(await other)
+        return await command
+
+    done = provider._run(scenario(), timeout=15)
+    assert done.exit_status == 0 and done.stdout.strip() == "done"
+    assert {"a channel for a command", "an SFTP channel"} <= set(seen), \
+        f"both must have been refused, or the test proves nothing: {seen}"
+    learnt = {line.split("sftp_max_sessions to ")[1] for line in caplog.messages
+              if "sftp_max_sessions to" in line}
+    assert learnt == {"1"}
+
+
 def test_refusals_behind_a_channel_still_starting_are_no_verdict(sshd, make, monkeypatch, caplog):
     # MaxSessions 1, one connection, four uploads at once: the server accepts one channel
     # and refuses the others while the accepted one is still starting its SFTP subsystem.
